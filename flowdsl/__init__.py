@@ -1,0 +1,57 @@
+"""flowdsl: workflows from plain Python functions.
+
+Mark functions with `@node` and `@batch`; flowdsl reads their signatures to
+infer the edges, builds a serializable blueprint, and runs it with one engine
+that has a synchronous face (`flow.run()`) and an asynchronous one
+(`await flow.arun()`).
+"""
+
+from ._blueprint import Blueprint as Blueprint
+from ._blueprint import EdgeSpec as EdgeSpec
+from ._blueprint import NodeSpec as NodeSpec
+from ._context import Context as Context
+from ._flow import Flow as Flow
+from ._nodes import AsyncBatchNode as AsyncBatchNode
+from ._nodes import AsyncNode as AsyncNode
+from ._nodes import BatchNode as BatchNode
+from ._nodes import From as From
+from ._nodes import Node as Node
+from ._nodes import batch as batch
+from ._nodes import node as node
+from ._result import ItemError as ItemError
+from ._result import RunError as RunError
+from ._result import RunResult as RunResult
+from .exceptions import BatchInputError as BatchInputError
+from .exceptions import BlueprintError as BlueprintError
+from .exceptions import DefinitionError as DefinitionError
+from .exceptions import FlowdslError as FlowdslError
+from .exceptions import FlowFailed as FlowFailed
+from .exceptions import FlowWarning as FlowWarning
+from .exceptions import MissingInputError as MissingInputError
+
+__all__ = [
+    "AsyncBatchNode",
+    "AsyncNode",
+    "BatchInputError",
+    "BatchNode",
+    "Blueprint",
+    "BlueprintError",
+    "Context",
+    "DefinitionError",
+    "EdgeSpec",
+    "Flow",
+    "FlowdslError",
+    "FlowFailed",
+    "FlowWarning",
+    "From",
+    "ItemError",
+    "MissingInputError",
+    "Node",
+    "NodeSpec",
+    "RunError",
+    "RunResult",
+    "batch",
+    "node",
+]
+
+__version__ = "0.1.0"

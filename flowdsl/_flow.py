@@ -1,0 +1,289 @@
+"""`Flow`: a validated set of nodes, its blueprint, and the two ways to run it."""
+
+from __future__ import annotations
+
+import difflib
+import types
+from typing import Any, Callable, Iterable, Mapping, Union
+
+from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
+from ._inference import Binding
+from ._nodes import AnyNode, BaseNode, _BatchBase, node_options
+from ._plan import Plan
+from ._result import RunResult
+from ._runner import AsyncDriver, SyncDriver
+from ._validate import compile_flow
+from .exceptions import DefinitionError, FlowFailed, MissingInputError
+from .executors import ExecutorSpec, resolve_executor
+
+__all__ = ["Flow"]
+
+NodeLike = Union[AnyNode, Callable[..., Any]]
+
+
+class Flow:
+    """A workflow: nodes whose edges are inferred from their signatures.
+
+    The flow is checked when it is built: every problem (duplicate ids,
+    cycles, sources that do not exist, batches with no producer, functions
+    that cannot be nodes) is reported at once in one `BlueprintError`, and no
+    node runs.
+
+    Args:
+        id: The flow's id.
+        nodes: The nodes: `@fd.node` / `@fd.batch` functions (plain functions
+            are taken as `@fd.node` with default options).
+
+    Raises:
+        BlueprintError: The flow has one or more problems.
+    """
+
+    def __init__(self, id: str, nodes: Iterable[NodeLike]) -> None:
+        items = list(nodes) if isinstance(nodes, Iterable) else nodes
+        plan, bindings = compile_flow(id, items)
+        self._id = id
+        self._plan = plan
+        self._blueprint = _make_blueprint(plan, bindings)
+
+    @classmethod
+    def from_module(cls, module: types.ModuleType, *, id: str | None = None) -> Flow:
+        """Build a flow from every node defined in `module`, in definition order.
+
+        Nodes imported into the module from elsewhere are left out.
+
+        Args:
+            module: The module to collect from.
+            id: The flow's id; defaults to the module's name.
+
+        Raises:
+            BlueprintError: The collected flow has problems (or no nodes).
+        """
+        nodes = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, BaseNode) and value.fn.__module__ == module.__name__
+        ]
+        return cls(id if id is not None else module.__name__, nodes)
+
+    @property
+    def id(self) -> str:
+        """The flow's id."""
+        return self._id
+
+    @property
+    def nodes(self) -> tuple[BaseNode, ...]:
+        """The flow's nodes, in the order given."""
+        return tuple(n.node for n in self._plan.nodes.values())
+
+    @property
+    def blueprint(self) -> Blueprint:
+        """The flow as frozen, JSON-serializable data."""
+        return self._blueprint
+
+    @property
+    def inputs(self) -> Mapping[str, bool]:
+        """Every flow input's name, mapped to whether it is required."""
+        names = dict.fromkeys(self._plan.optional_inputs, False)
+        names.update(dict.fromkeys(self._plan.required_inputs, True))
+        return names
+
+    def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        concurrency: int | None = None,
+        executor: ExecutorSpec = None,
+        run_id: str | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run the flow to the end and return its result.
+
+        Works in plain scripts and where the calling thread already runs an
+        event loop (Jupyter, an async app): async nodes run on a private loop.
+
+        Args:
+            inputs: Values for the flow inputs, by name.
+            concurrency: At most this many nodes and batch items in flight.
+            executor: Where sync nodes run: `"threads"` (default), `"inline"`,
+                `"processes"`, or any `concurrent.futures.Executor`.
+            run_id: The run's id; a random one by default.
+            check: Raise `FlowFailed` if the run fails (else return it).
+
+        Returns:
+            The run's result.
+
+        Raises:
+            MissingInputError: A required input is missing (no node ran).
+            FlowFailed: The run failed and `check` is true; the exception's
+                `result` has every output that completed.
+        """
+        driver = SyncDriver(
+            self._plan,
+            self._check_inputs(inputs),
+            run_id=run_id,
+            concurrency=_check_concurrency(concurrency),
+            executor=resolve_executor(executor),
+        )
+        return self._checked(driver.run(), check)
+
+    async def arun(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        concurrency: int | None = None,
+        executor: ExecutorSpec = None,
+        run_id: str | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run the flow on the running event loop; the same as `run()` otherwise.
+
+        Args:
+            inputs: Values for the flow inputs, by name.
+            concurrency: At most this many nodes and batch items in flight.
+            executor: Where sync nodes run (see `run()`).
+            run_id: The run's id; a random one by default.
+            check: Raise `FlowFailed` if the run fails (else return it).
+
+        Returns:
+            The run's result.
+
+        Raises:
+            MissingInputError: A required input is missing (no node ran).
+            FlowFailed: The run failed and `check` is true.
+        """
+        driver = AsyncDriver(
+            self._plan,
+            self._check_inputs(inputs),
+            run_id=run_id,
+            concurrency=_check_concurrency(concurrency),
+            executor=resolve_executor(executor),
+        )
+        return self._checked(await driver.run(), check)
+
+    def to_mermaid(self) -> str:
+        """The flow as a Mermaid flowchart (batches as scatter, workers, gather)."""
+        from .viz import to_mermaid
+
+        return to_mermaid(self._blueprint)
+
+    def to_dot(self) -> str:
+        """The flow as a Graphviz DOT digraph."""
+        from .viz import to_dot
+
+        return to_dot(self._blueprint)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self._id!r}: {len(self._plan.nodes)} nodes>"
+
+    def _check_inputs(self, inputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        plan = self._plan
+        given = dict(inputs or {})
+        known = set(plan.required_inputs) | set(plan.optional_inputs)
+        unknown = sorted(set(given) - known)
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                if close:
+                    hints.append(f"{name!r} (did you mean {close[0]!r}?)")
+                elif name in plan.producer_of:
+                    hints.append(f"{name!r} (a node's output, not an input)")
+                else:
+                    hints.append(repr(name))
+            expected = ", ".join(map(repr, sorted(known))) or "none"
+            raise DefinitionError(
+                f"flow {plan.flow_id!r} got unknown input(s) {', '.join(hints)}; "
+                f"its inputs are: {expected}."
+            )
+        missing = {
+            name: consumers
+            for name, consumers in plan.required_inputs.items()
+            if name not in given
+        }
+        if missing:
+            raise MissingInputError(plan.flow_id, missing)
+        return given
+
+    @staticmethod
+    def _checked(result: RunResult, check: bool) -> RunResult:
+        if check and result.status != "completed":
+            first = result.errors[0] if result.errors else None
+            summary = "; ".join(e.describe() for e in result.errors[:3])
+            more = len(result.errors) - 3
+            if more > 0:
+                summary += f"; and {more} more"
+            done = ", ".join(sorted(result.outputs)) or "none"
+            raise FlowFailed(
+                f"flow {result.flow_id!r} run {result.run_id!r} failed: {summary}. "
+                f"Completed outputs: {done}. The result is on this exception's "
+                ".result; pass check=False to get it returned instead.",
+                result,
+            ) from (first.exception if first else None)
+        return result
+
+
+def _check_concurrency(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DefinitionError(
+            f"concurrency must be a positive integer or None, got {value!r}."
+        )
+    return value
+
+
+def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Blueprint:
+    def entry(node_id: str) -> str:
+        return f"{node_id}_scatter" if plan.nodes[node_id].is_batch else node_id
+
+    def exit_(node_id: str) -> str:
+        return f"{node_id}_gather" if plan.nodes[node_id].is_batch else node_id
+
+    specs: list[NodeSpec] = []
+    edges: list[EdgeSpec] = []
+    for node_id, pn in plan.nodes.items():
+        n = pn.node
+        wiring = {b.param: b.key for b in bindings[node_id] if b.kind != "context"}
+        for dep in pn.deps:
+            edges.append(EdgeSpec(exit_(dep), entry(node_id)))
+        if isinstance(n, _BatchBase):
+            gather = f"{node_id}_gather"
+            params: dict[str, Any] = {
+                "workerUsesKey": n.reference,
+                "inputKey": pn.batch_input,
+                "outputKey": n.key,
+                "gatherNodeId": gather,
+                "chunkSize": n.chunk_size,
+                "onError": n.on_error,
+            }
+            if n.concurrency is not None:
+                params["concurrency"] = n.concurrency
+            if wiring:
+                params["workerInputs"] = wiring
+            specs.append(
+                NodeSpec(
+                    id=f"{node_id}_scatter",
+                    uses="batch-scatter",
+                    params=params,
+                    inputs=pn.batch_input,
+                    config=node_options(n),
+                )
+            )
+            specs.append(
+                NodeSpec(
+                    id=gather,
+                    uses="batch-gather",
+                    params={"outputKey": n.key, "gatherNodeId": gather},
+                )
+            )
+            edges.append(EdgeSpec(f"{node_id}_scatter", gather))
+        else:
+            specs.append(
+                NodeSpec(id=node_id, uses=n.reference, inputs=wiring, config=node_options(n))
+            )
+    metadata = {
+        "schema": SCHEMA_VERSION,
+        "inputs": {
+            "required": sorted(plan.required_inputs),
+            "optional": sorted(plan.optional_inputs),
+        },
+    }
+    return Blueprint(id=plan.flow_id, nodes=specs, edges=edges, metadata=metadata)

@@ -1,0 +1,478 @@
+"""Node objects and the `@node` / `@batch` decorators.
+
+A decorated function stays a plain callable: calling the node calls the
+function, unchanged. What the decorator adds is data (an id, options, the
+batch's input and output keys) that `Flow` reads to build its blueprint.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Coroutine,
+    Generic,
+    Literal,
+    Mapping,
+    TypeVar,
+    Union,
+    overload,
+)
+
+import attrs
+from typing_extensions import Concatenate, ParamSpec, final
+
+from .exceptions import DefinitionError
+
+__all__ = [
+    "AsyncBatchNode",
+    "AsyncNode",
+    "BaseNode",
+    "BatchNode",
+    "From",
+    "Node",
+    "batch",
+    "node",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+OnError = Literal["raise", "skip", "collect"]
+_ON_ERROR_MODES = ("raise", "skip", "collect")
+
+
+class BaseNode:
+    """What every node shares: the wrapped function and its options.
+
+    Calling a node calls the wrapped function with the same arguments and
+    returns what it returns (a coroutine for an async function).
+
+    Attributes:
+        fn: The wrapped function.
+        id: The node's id in a flow; defaults to the function's `__name__`.
+        key: The name downstream parameters use to read this node's value:
+            the id for a node, the `output` key for a batch.
+        is_async: Whether `fn` is a coroutine function.
+        inline: Whether a sync node always runs on the scheduler's thread.
+    """
+
+    __test__ = False  # keep pytest from collecting nodes named test_*
+
+    fn: Callable[..., Any]
+    id: str
+    is_async: bool
+    inline: bool
+    signature: inspect.Signature
+
+    def __init__(self, fn: Callable[..., Any], *, id: str | None, inline: bool) -> None:
+        _check_function(fn, id)
+        if id is not None and (not isinstance(id, str) or not id):
+            raise DefinitionError(
+                f"node id must be a non-empty string, got {id!r} for {_describe(fn)}; "
+                "pass id='some_name' or leave it out to use the function's name."
+            )
+        if not isinstance(inline, bool):
+            raise DefinitionError(
+                f"node {id or fn.__name__!r}: inline must be True or False, "
+                f"got {inline!r}."
+            )
+        self.fn = fn
+        self.id = id if id is not None else fn.__name__
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.inline = inline
+        self.signature = _signature(fn, self.id)
+        functools.update_wrapper(self, fn)
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+    @property
+    def reference(self) -> str:
+        """The stable `module:qualname` reference of the wrapped function."""
+        return f"{self.fn.__module__}:{self.fn.__qualname__}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id!r} ({self.reference})>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # Nodes travel to worker processes by import reference, like functions.
+        if "<locals>" in self.fn.__qualname__:
+            raise TypeError(
+                f"node {self.id!r} is defined inside a function and cannot be "
+                "sent to another process; define it at module level."
+            )
+        return (_load_node, (self.fn.__module__, self.fn.__qualname__))
+
+
+def _load_node(module: str, qualname: str) -> BaseNode:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, BaseNode):
+        raise TypeError(f"{module}:{qualname} is no longer a flowdsl node")
+    return obj
+
+
+@final
+class Node(BaseNode, Generic[P, R]):
+    """A synchronous function marked with `@node`."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+@final
+class AsyncNode(BaseNode, Generic[P, R]):
+    """An async function marked with `@node`; calling it returns a coroutine."""
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self, *args: P.args, **kwargs: P.kwargs
+        ) -> Coroutine[Any, Any, R]: ...
+
+
+class _BatchBase(BaseNode):
+    """A worker applied to every item of another node's value."""
+
+    input: str
+    output: str
+    concurrency: int | None
+    chunk_size: int
+    on_error: OnError
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        input: str | BaseNode,
+        output: str | None,
+        id: str | None,
+        inline: bool,
+        concurrency: int | None,
+        chunk_size: int,
+        on_error: OnError,
+    ) -> None:
+        super().__init__(fn, id=id, inline=inline)
+        name = self.id
+        if isinstance(input, BaseNode):
+            self.input = input.key
+        elif isinstance(input, str) and input:
+            self.input = input
+        else:
+            raise DefinitionError(
+                f"batch {name!r}: input must be a node or a node id (str), got "
+                f"{input!r}; pass input='producer' or input=producer_node."
+            )
+        if output is not None and (not isinstance(output, str) or not output):
+            raise DefinitionError(
+                f"batch {name!r}: output must be a non-empty string, got {output!r}."
+            )
+        self.output = output if output is not None else name
+        self.concurrency = _positive_int_or_none(name, "concurrency", concurrency)
+        checked = _positive_int_or_none(name, "chunk_size", chunk_size)
+        if checked is None:
+            raise DefinitionError(
+                f"batch {name!r}: chunk_size must be a positive integer, got None."
+            )
+        self.chunk_size = checked
+        if on_error not in _ON_ERROR_MODES:
+            raise DefinitionError(
+                f"batch {name!r}: on_error must be one of "
+                f"{', '.join(map(repr, _ON_ERROR_MODES))}, got {on_error!r}."
+            )
+        self.on_error = on_error
+        params = list(self.signature.parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise DefinitionError(
+                f"batch {name!r}: the worker's first parameter receives one item, "
+                f"but {_describe(fn)} has none; add one, e.g. def {fn.__name__}"
+                "(item, ...)."
+            )
+
+    @property
+    def key(self) -> str:
+        return self.output
+
+    @property
+    def item_parameter(self) -> str:
+        """The name of the worker parameter that receives each item."""
+        return next(iter(self.signature.parameters))
+
+
+@final
+class BatchNode(_BatchBase, Generic[T, P, R]):
+    """A synchronous batch worker marked with `@batch`."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, item: T, /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+@final
+class AsyncBatchNode(_BatchBase, Generic[T, P, R]):
+    """An async batch worker marked with `@batch`."""
+
+    if TYPE_CHECKING:
+
+        def __call__(
+            self, item: T, /, *args: P.args, **kwargs: P.kwargs
+        ) -> Coroutine[Any, Any, R]: ...
+
+
+AnyNode = Union[Node[..., Any], AsyncNode[..., Any], BatchNode[Any, ..., Any],
+                AsyncBatchNode[Any, ..., Any]]  # fmt: skip
+
+
+@final
+class _NodeDecorator:
+    """The decorator `@node(...)` returns when given options."""
+
+    def __init__(self, *, id: str | None, inline: bool) -> None:
+        self._id = id
+        self._inline = inline
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncNode[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Node[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Any:
+        return _make_node(fn, id=self._id, inline=self._inline)
+
+
+@overload
+def node(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncNode[P, R]: ...
+
+
+@overload
+def node(fn: Callable[P, R], /) -> Node[P, R]: ...
+
+
+@overload
+def node(*, id: str | None = None, inline: bool = False) -> _NodeDecorator: ...
+
+
+def node(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    id: str | None = None,
+    inline: bool = False,
+) -> Any:
+    """Mark a function as a flow node.
+
+    Usable bare (`@node`) or with options (`@node(id="load")`). The function
+    stays callable exactly as before. In a flow, each parameter is resolved in
+    this order: annotated `fd.Context` (injected); `Annotated[T,
+    fd.From(...)]` or a `fd.From(...)` default (explicit edge); named after
+    another node's id or a batch's output key (inferred edge); otherwise a flow
+    input, taken from `run(inputs=...)` or the parameter's default.
+
+    Args:
+        fn: The function, when used bare.
+        id: The node's id; defaults to the function's `__name__`. Required for
+            a lambda.
+        inline: Always run this sync node on the scheduler's own thread (for
+            cheap pure functions: no thread hop).
+
+    Returns:
+        A `Node` (or `AsyncNode`) wrapping `fn`, or a decorator that makes one.
+
+    Raises:
+        DefinitionError: `fn` cannot be a node (a generator, a lambda without
+            an id, not callable) or an option is invalid.
+    """
+    if fn is None:
+        return _NodeDecorator(id=id, inline=inline)
+    return _make_node(fn, id=id, inline=inline)
+
+
+def _make_node(fn: Callable[..., Any], *, id: str | None, inline: bool) -> BaseNode:
+    if isinstance(fn, BaseNode):
+        raise DefinitionError(f"{fn!r} is already a node; decorate it only once.")
+    cls = AsyncNode if inspect.iscoroutinefunction(fn) else Node
+    return cls(fn, id=id, inline=inline)
+
+
+@final
+class _BatchDecorator:
+    """The decorator `@batch(...)` returns."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[T, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncBatchNode[T, P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[T, P], R], /) -> BatchNode[T, P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Any:
+        if isinstance(fn, BaseNode):
+            raise DefinitionError(
+                f"{fn!r} is already a node; a batch worker must be a plain function."
+            )
+        cls = AsyncBatchNode if inspect.iscoroutinefunction(fn) else BatchNode
+        return cls(fn, **self._options)
+
+
+def batch(
+    *,
+    input: str | BaseNode,
+    output: str | None = None,
+    id: str | None = None,
+    inline: bool = False,
+    concurrency: int | None = None,
+    chunk_size: int = 1,
+    on_error: OnError = "raise",
+) -> _BatchDecorator:
+    """Mark a function as a batch worker: scatter, process each item, gather.
+
+    The worker's first parameter receives one item of `input`'s value; its
+    other parameters are resolved like a node's and are the same for every
+    item. Results are gathered in input order under `output`.
+
+    Args:
+        input: The node (or its id / output key) whose value is scattered.
+        output: The key the gathered list is published under; defaults to the
+            function's name.
+        id: The batch's id; defaults to the function's name.
+        inline: Run a sync worker on the scheduler's thread.
+        concurrency: At most this many items of this batch in flight.
+        chunk_size: Items sent to an executor per call.
+        on_error: `"raise"` (the batch fails; items not started are not
+            started), `"skip"` (failed items are left out and reported), or
+            `"collect"` (a failed item's slot holds an `fd.ItemError`).
+
+    Returns:
+        A decorator that turns the worker into a `BatchNode`.
+
+    Raises:
+        DefinitionError: An option is invalid or the worker takes no item.
+    """
+    return _BatchDecorator(
+        input=input,
+        output=output,
+        id=id,
+        inline=inline,
+        concurrency=concurrency,
+        chunk_size=chunk_size,
+        on_error=on_error,
+    )
+
+
+@attrs.frozen
+class Source:
+    """An explicit edge: the parameter reads `key`'s value."""
+
+    key: str
+
+
+def From(source: str | BaseNode) -> Any:  # noqa: N802 (reads like a type, by design)
+    """Name the producer of a parameter explicitly.
+
+    Use it as metadata, `x: Annotated[int, fd.From("load")]`, or as the
+    default, `x: int = fd.From(load)`.
+
+    Args:
+        source: A node, a node id, or a batch's output key.
+
+    Returns:
+        A marker flowdsl reads when building the flow (typed `Any` so that it
+        fits any parameter's default).
+
+    Raises:
+        DefinitionError: `source` is neither a node nor a non-empty string.
+    """
+    if isinstance(source, BaseNode):
+        return Source(source.key)
+    if isinstance(source, str) and source:
+        return Source(source)
+    raise DefinitionError(
+        f"From() takes a node or a node id, got {source!r}; "
+        "write fd.From(producer) or fd.From('producer_id')."
+    )
+
+
+def _check_function(fn: Any, id: str | None) -> None:
+    if not callable(fn):
+        raise DefinitionError(
+            f"{fn!r} is not callable and cannot be a node; pass a function."
+        )
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str):
+        raise DefinitionError(
+            f"{fn!r} has no __name__; define it with def, or pass id='...'."
+        )
+    if name == "<lambda>" and id is None:
+        raise DefinitionError(
+            "a lambda has no name to use as its node id; pass id='...', "
+            "e.g. fd.node(id='double')(lambda x: x * 2)."
+        )
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        raise DefinitionError(
+            f"{_describe(fn)} is {kind} and cannot be a node: a node returns one "
+            "value. Return a list instead (and scatter it with @fd.batch)."
+        )
+
+
+def _signature(fn: Callable[..., Any], node_id: str) -> inspect.Signature:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(
+            f"node {node_id!r}: cannot read the signature of {fn!r} ({exc}); "
+            "wrap it in a def with named parameters."
+        ) from None
+    for param in sig.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise DefinitionError(
+                f"node {node_id!r}: parameter {star}{param.name} cannot be bound "
+                "by name; give each input its own named parameter."
+            )
+    return sig
+
+
+def _positive_int_or_none(node_id: str, option: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DefinitionError(
+            f"batch {node_id!r}: {option} must be a positive integer, got {value!r}."
+        )
+    return value
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"function {name!r}"
+
+
+def node_options(n: BaseNode) -> Mapping[str, Any]:
+    """The options of `n` that differ from their defaults (for blueprints)."""
+    opts: dict[str, Any] = {}
+    if n.inline:
+        opts["inline"] = True
+    return opts

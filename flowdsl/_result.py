@@ -1,0 +1,143 @@
+"""What a run reports: its status, every output that completed, every error."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, Union, overload
+
+import attrs
+
+from ._nodes import AsyncBatchNode, AsyncNode, BaseNode, BatchNode, Node
+
+__all__ = ["ItemError", "NodeStatus", "RunError", "RunResult", "RunStatus"]
+
+R = TypeVar("R")
+
+RunStatus = Literal["completed", "failed"]
+#: `not_run`: never started, because the run stopped at a failure elsewhere;
+#: `stopped`: a batch that had started when the run stopped at such a failure.
+NodeStatus = Literal["completed", "failed", "not_run", "stopped"]
+
+
+@attrs.frozen
+class RunError:
+    """One failure in a run: a whole node, or one item of a batch.
+
+    Attributes:
+        node_id: The failing node's id.
+        item_index: The batch item's index, or None for a whole node.
+        attempts: How many attempts were made.
+        exception: The exception the last attempt raised.
+        path: Subflow ids from the top-level flow down; empty at top level.
+    """
+
+    node_id: str
+    item_index: int | None
+    attempts: int
+    exception: BaseException
+    path: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line: where it failed and what was raised."""
+        where = f"node {self.node_id!r}"
+        if self.item_index is not None:
+            where += f" item {self.item_index}"
+        return f"{where} raised {self.exception!r}"
+
+
+@attrs.frozen
+class ItemError:
+    """The slot of a failed item in a batch run with `on_error="collect"`.
+
+    Attributes:
+        index: The item's index in the batch input.
+        exception: What the worker raised.
+    """
+
+    index: int
+    exception: BaseException
+
+
+@attrs.frozen(eq=False)
+class RunResult:
+    """The outcome of one run.
+
+    Index it by node id (`result["total"]`), by a batch's output key, or by
+    the node object itself (`result[total]`, typed for mypy as the node's
+    return type). Outputs of every node that completed are present even when
+    the run failed.
+
+    Attributes:
+        flow_id: The flow's id.
+        run_id: This run's id.
+        status: `"completed"` only when no node failed.
+        outputs: Output key to value, for every node that completed.
+        errors: Every node and item failure, in the order they happened.
+        node_status: Each node id to `"completed"`, `"failed"`, `"stopped"`
+            or `"not_run"`.
+        timings: Each node id that started to its wall time in seconds.
+        duration: The whole run's wall time in seconds.
+    """
+
+    flow_id: str
+    run_id: str
+    status: RunStatus
+    outputs: Mapping[str, Any]
+    errors: tuple[RunError, ...]
+    node_status: Mapping[str, NodeStatus]
+    timings: Mapping[str, float]
+    duration: float
+    _keys: Mapping[str, str] = attrs.field(alias="keys", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run completed."""
+        return self.status == "completed"
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __getitem__(self, key: Node[Any, R]) -> R: ...
+        @overload
+        def __getitem__(self, key: AsyncNode[Any, R]) -> R: ...
+        @overload
+        def __getitem__(self, key: BatchNode[Any, Any, R]) -> list[R]: ...
+        @overload
+        def __getitem__(self, key: AsyncBatchNode[Any, Any, R]) -> list[R]: ...
+        @overload
+        def __getitem__(self, key: str) -> Any: ...
+
+    def __getitem__(self, key: Union[str, BaseNode]) -> Any:
+        output_key = self._output_key(key)
+        try:
+            return self.outputs[output_key]
+        except KeyError:
+            raise self._missing(key, output_key) from None
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (str, BaseNode)):
+            return False
+        return self._output_key(key) in self.outputs
+
+    def get(self, key: Union[str, BaseNode], default: Any = None) -> Any:
+        """The output of `key` (a node or its id), or `default` if it has none."""
+        return self.outputs.get(self._output_key(key), default)
+
+    def _output_key(self, key: Union[str, BaseNode]) -> str:
+        if isinstance(key, BaseNode):
+            key = key.id
+        return self._keys.get(key, key)
+
+    def _missing(self, key: Union[str, BaseNode], output_key: str) -> KeyError:
+        node_id = key.id if isinstance(key, BaseNode) else key
+        owner = next((n for n, k in self._keys.items() if k == output_key), node_id)
+        status = self.node_status.get(owner)
+        if status is None:
+            known = ", ".join(sorted(self.outputs)) or "none"
+            return KeyError(
+                f"flow {self.flow_id!r} has no node or output {node_id!r}; "
+                f"outputs of this run: {known}."
+            )
+        return KeyError(
+            f"node {owner!r} has no output in run {self.run_id!r}: its status is "
+            f"{status!r}. See result.errors for what failed."
+        )

@@ -1,0 +1,393 @@
+"""The scheduler core: every decision about what runs when, and nothing else.
+
+The core is sans-I/O, in the manner of h11's state machine: the faces feed it
+events (a node finished, an item failed) as method calls, and it answers with
+commands (run this node, run these items). It never reads a clock (the faces
+pass `now`), never touches threads, tasks or executors, and never calls user
+code, so it can be tested by feeding events and reading commands.
+
+It owns readiness, the run-wide and per-batch concurrency limits, batch
+expansion (a batch is one unit with counters; items are pulled lazily from its
+input), the batch error policy, the fail-fast rule, and result assembly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping as AbcMapping
+from itertools import islice
+from typing import Any, Iterator, List, Mapping, NamedTuple, Sequence, Union
+
+from ._plan import Plan, PlanNode
+from ._result import ItemError, NodeStatus, RunError, RunResult
+from .exceptions import BatchInputError
+
+__all__ = [
+    "DEFAULT_ASYNC_SLOTS",
+    "Command",
+    "Failure",
+    "RunItems",
+    "RunNode",
+    "Scheduler",
+]
+
+#: Async units in flight when the run sets no `concurrency`: enough that
+#: I/O-bound batches are not held back, bounded so that a huge batch never
+#: turns into millions of tasks at once.
+DEFAULT_ASYNC_SLOTS = 10_000
+
+
+class RunNode(NamedTuple):
+    """Command: call `node` with `kwargs` (inline: on the scheduler's thread)."""
+
+    node: PlanNode
+    kwargs: dict[str, Any]
+    inline: bool
+
+
+class RunItems(NamedTuple):
+    """Command: call the batch worker on `items`, indexed from `start`."""
+
+    node: PlanNode
+    start: int
+    items: List[Any]
+    kwargs: dict[str, Any]
+    inline: bool
+
+
+Command = Union[RunNode, RunItems]
+
+_PENDING: Any = object()  # a slot whose item has not finished
+_SKIPPED: Any = object()  # a slot left out of the gathered list
+
+
+class Failure:
+    """The outcome of a batch item that raised (the faces wrap exceptions)."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+
+class _BatchRun:
+    """The state of one running batch: a cursor over its input and counters."""
+
+    __slots__ = ("exhausted", "failed", "in_flight", "iterator", "kwargs", "node",
+                 "results")  # fmt: skip
+
+    def __init__(self, node: PlanNode, iterator: Iterator[Any], kwargs: dict[str, Any]):
+        self.node = node
+        self.iterator = iterator
+        self.kwargs = kwargs
+        self.results: list[Any] = []
+        self.in_flight = 0
+        self.exhausted = False
+        self.failed = False
+
+
+class Scheduler:
+    """The state machine of one run.
+
+    Args:
+        plan: The compiled flow.
+        inputs: Flow inputs given to `run()` (already checked).
+        run_id: The run's id.
+        concurrency: At most this many nodes and batch items in flight.
+        sync_slots: At most this many sync commands in flight at once (the
+            capacity of the faces' executor); None for no limit.
+        async_slots: At most this many async commands in flight at once.
+        inline_sync: Run every sync command on the scheduler's thread.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: Mapping[str, Any],
+        *,
+        run_id: str,
+        concurrency: int | None = None,
+        sync_slots: int | None = None,
+        async_slots: int | None = DEFAULT_ASYNC_SLOTS,
+        inline_sync: bool = False,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self._inputs = dict(inputs)
+        self._limit = concurrency
+        self._sync_slots = 1 if inline_sync else sync_slots
+        self._async_slots = async_slots
+        self._inline_sync = inline_sync
+        self._waiting = {node_id: len(n.deps) for node_id, n in plan.nodes.items()}
+        self._status: dict[str, NodeStatus | None] = dict.fromkeys(plan.nodes)
+        self._outputs: dict[str, Any] = {}
+        self._ready_sync: deque[str] = deque()
+        self._ready_async: deque[str] = deque()
+        self._ready_batches: deque[str] = deque()
+        self._batches: dict[str, _BatchRun] = {}
+        self._items = 0  # nodes and batch items in flight (the user's limit)
+        self._sync_units = 0  # sync commands in flight (the executor's limit)
+        self._async_units = 0
+        self._errors: list[RunError] = []
+        self._halted = False
+        self._started: dict[str, float] = {}
+        self._timings: dict[str, float] = {}
+
+    # -- events ---------------------------------------------------------------
+
+    def start(self, now: float) -> list[Command]:
+        """Begin the run; returns the first commands."""
+        for node_id, waiting in self._waiting.items():
+            if waiting == 0:
+                self._make_ready(node_id)
+        return self._pump(now)
+
+    def node_done(self, command: RunNode, value: Any, now: float) -> list[Command]:
+        """The node of `command` returned `value`."""
+        self._command_finished(command)
+        self._items -= 1
+        self._complete(command.node.id, value, now)
+        return self._pump(now)
+
+    def node_failed(
+        self, command: RunNode, exc: BaseException, now: float
+    ) -> list[Command]:
+        """The node of `command` raised `exc`."""
+        self._command_finished(command)
+        self._items -= 1
+        self._fail(command.node.id, None, exc, now)
+        return self._pump(now)
+
+    def items_done(
+        self, command: RunItems, outcomes: Sequence[Any], now: float
+    ) -> list[Command]:
+        """The items of `command` finished; `outcomes[i]` is the value of item
+        `command.start + i`, or a `Failure` if it raised."""
+        self._command_finished(command)
+        run = self._batches[command.node.id]
+        results = run.results
+        index = command.start
+        for outcome in outcomes:
+            if type(outcome) is Failure:
+                self._item_failed(run, index, outcome.exception, now)
+            else:
+                results[index] = outcome
+            index += 1
+        count = len(outcomes)
+        run.in_flight -= count
+        self._items -= count
+        if run.exhausted and run.in_flight == 0:
+            self._finish_batch(run, now)
+        return self._pump(now)
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is over: nothing in flight and nothing left to start."""
+        if self._items or self._sync_units or self._async_units:
+            return False
+        if self._halted:
+            return True
+        return not (
+            self._ready_sync or self._ready_async or self._ready_batches or self._batches
+        )
+
+    def result(self, duration: float) -> RunResult:
+        """Assemble the run's result (call once `finished` is true)."""
+        status: dict[str, NodeStatus] = {}
+        for node_id, s in self._status.items():
+            if s is None:
+                if not self._halted:
+                    raise RuntimeError(
+                        f"flowdsl internal error: node {node_id!r} never became "
+                        "ready in a run that did not fail; please report this."
+                    )
+                s = "stopped" if node_id in self._started else "not_run"
+            status[node_id] = s
+        return RunResult(
+            flow_id=self.plan.flow_id,
+            run_id=self.run_id,
+            status="failed" if self._halted else "completed",
+            outputs=dict(self._outputs),
+            errors=tuple(self._errors),
+            node_status=status,
+            timings=dict(self._timings),
+            duration=duration,
+            keys={n.id: n.key for n in self.plan.nodes.values() if n.key != n.id},
+        )
+
+    # -- internals ------------------------------------------------------------
+
+    def _make_ready(self, node_id: str) -> None:
+        n = self.plan.nodes[node_id]
+        if n.is_batch:
+            self._ready_batches.append(node_id)
+        elif n.is_async:
+            self._ready_async.append(node_id)
+        else:
+            self._ready_sync.append(node_id)
+
+    def _complete(self, node_id: str, value: Any, now: float) -> None:
+        n = self.plan.nodes[node_id]
+        self._outputs[n.key] = value
+        self._status[node_id] = "completed"
+        self._timings[node_id] = now - self._started[node_id]
+        for dependent in n.dependents:
+            self._waiting[dependent] -= 1
+            if self._waiting[dependent] == 0:
+                self._make_ready(dependent)
+
+    def _fail(self, node_id: str, index: int | None, exc: BaseException, now: float) -> None:
+        self._errors.append(RunError(node_id, index, 1, exc))
+        self._status[node_id] = "failed"
+        self._timings[node_id] = now - self._started[node_id]
+        # Fail fast: nothing new starts; work in flight is allowed to finish.
+        self._halted = True
+
+    def _item_failed(
+        self, run: _BatchRun, index: int, exc: BaseException, now: float
+    ) -> None:
+        mode = run.node.on_error
+        if mode == "collect":
+            run.results[index] = ItemError(index, exc)
+        elif mode == "skip":
+            run.results[index] = _SKIPPED
+            self._errors.append(RunError(run.node.id, index, 1, exc))
+        elif not run.failed:
+            run.failed = True
+            self._fail(run.node.id, index, exc, now)
+
+    def _finish_batch(self, run: _BatchRun, now: float) -> None:
+        node_id = run.node.id
+        del self._batches[node_id]
+        if run.failed:
+            return
+        results = run.results
+        if run.node.on_error == "skip":
+            results = [r for r in results if r is not _SKIPPED]
+        self._complete(node_id, results, now)
+
+    def _room(self, is_async: bool) -> int:
+        """How many more items may start now (large when unlimited)."""
+        room = 1 << 62 if self._limit is None else self._limit - self._items
+        if is_async:
+            if self._async_slots is not None and self._async_units >= self._async_slots:
+                return 0
+        elif self._sync_slots is not None and self._sync_units >= self._sync_slots:
+            return 0
+        return room
+
+    def _command_started(self, is_async: bool, inline: bool) -> None:
+        if is_async:
+            self._async_units += 1
+        elif not inline:
+            self._sync_units += 1
+
+    def _command_finished(self, command: Command) -> None:
+        if command.node.is_async:
+            self._async_units -= 1
+        elif not command.inline:
+            self._sync_units -= 1
+
+    def _pump(self, now: float) -> list[Command]:
+        """Start whatever may start; returns the commands for the faces."""
+        commands: list[Command] = []
+        progress = True
+        while progress and not self._halted:
+            progress = False
+            while self._ready_batches and not self._halted:
+                self._start_batch(self._ready_batches.popleft(), now)
+                progress = True
+            for ready, is_async in ((self._ready_sync, False), (self._ready_async, True)):
+                while ready and not self._halted and self._room(is_async) > 0:
+                    commands.append(self._start_node(ready.popleft(), now))
+                    progress = True
+            for run in list(self._batches.values()):
+                progress = self._pull(run, commands, now) or progress
+        if (
+            len(commands) == 1
+            and not commands[0].node.is_async
+            and not commands[0].inline
+            and self._sync_units == 1
+            and self._async_units == 0
+        ):
+            # The only work in flight: a thread hop would buy no parallelism,
+            # so it runs on the scheduler's thread.
+            self._sync_units = 0
+            commands[0] = commands[0]._replace(inline=True)
+        return commands
+
+    def _start_node(self, node_id: str, now: float) -> RunNode:
+        n = self.plan.nodes[node_id]
+        kwargs = {param: self._outputs[key] for param, key in n.sources}
+        for param, name in n.inputs:
+            if name in self._inputs:
+                kwargs[param] = self._inputs[name]
+        inline = not n.is_async and (n.inline or self._inline_sync)
+        self._started[node_id] = now
+        self._items += 1
+        self._command_started(n.is_async, inline)
+        return RunNode(n, kwargs, inline)
+
+    def _start_batch(self, node_id: str, now: float) -> None:
+        n = self.plan.nodes[node_id]
+        self._started[node_id] = now
+        assert n.batch_input is not None
+        value = self._outputs[n.batch_input]
+        producer = self.plan.producer_of[n.batch_input]
+        problem = None
+        if value is None or isinstance(value, (str, bytes, bytearray, AbcMapping)):
+            problem = f"a {type(value).__name__}"
+        else:
+            try:
+                iterator = iter(value)
+            except TypeError:
+                problem = f"a {type(value).__name__}, which is not iterable"
+        if problem is not None:
+            exc = BatchInputError(
+                f"batch {node_id!r} cannot scatter the value of {producer!r}: it is "
+                f"{problem}. Make {producer!r} return a list (or another iterable) "
+                "of items."
+            )
+            self._fail(node_id, None, exc, now)
+            return
+        kwargs = {param: self._outputs[key] for param, key in n.sources}
+        for param, name in n.inputs:
+            if name in self._inputs:
+                kwargs[param] = self._inputs[name]
+        self._batches[node_id] = _BatchRun(n, iterator, kwargs)
+
+    def _pull(self, run: _BatchRun, commands: list[Command], now: float) -> bool:
+        """Pull items of `run` into commands while there is room."""
+        n = run.node
+        pulled = False
+        while not run.exhausted and not self._halted:
+            room = self._room(n.is_async)
+            if n.concurrency is not None:
+                room = min(room, n.concurrency - run.in_flight)
+            if room <= 0:
+                break
+            size = min(1 if n.is_async else n.chunk_size, room)
+            try:
+                chunk = list(islice(run.iterator, size))
+            except Exception as exc:
+                run.failed = True
+                self._fail(n.id, None, exc, now)
+                return pulled
+            if len(chunk) < size:
+                run.exhausted = True
+            if not chunk:
+                break
+            start = len(run.results)
+            run.results.extend([_PENDING] * len(chunk))
+            run.in_flight += len(chunk)
+            self._items += len(chunk)
+            inline = not n.is_async and (n.inline or self._inline_sync)
+            self._command_started(n.is_async, inline)
+            commands.append(RunItems(n, start, chunk, run.kwargs, inline))
+            pulled = True
+        if run.exhausted and run.in_flight == 0 and n.id in self._batches:
+            self._finish_batch(run, now)
+            pulled = True
+        return pulled

@@ -1,0 +1,219 @@
+"""Build-time checks: everything wrong with a flow, found before it runs.
+
+`compile_flow` turns the objects handed to `Flow` into a `Plan`, collecting
+every problem on the way and raising them together as one `BlueprintError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import warnings
+from typing import Any, Iterable, Mapping, Sequence
+
+from ._inference import Binding, bind_parameters, resolve_hints
+from ._nodes import BaseNode, _BatchBase, node
+from ._plan import Plan, PlanNode
+from .exceptions import BlueprintError, DefinitionError, FlowWarning
+
+if sys.version_info >= (3, 9):
+    import graphlib
+else:  # pragma: no cover - exercised by the 3.8 CI run
+    import graphlib  # the graphlib-backport distribution
+
+__all__ = ["compile_flow", "find_cycles"]
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _normalize(items: Iterable[Any], problems: list[str]) -> list[BaseNode]:
+    """Nodes as given; plain callables are wrapped, anything else is a problem."""
+    nodes: list[BaseNode] = []
+    for index, item in enumerate(items):
+        if isinstance(item, BaseNode):
+            nodes.append(item)
+            continue
+        try:
+            nodes.append(node(item))
+        except DefinitionError as exc:
+            problems.append(f"item {index} ({item!r}): {exc}")
+    return nodes
+
+
+def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Every independent cycle of `graph` (node -> its predecessors).
+
+    Each cycle found is broken at one edge and the search repeats, so a
+    graph with several cycles reports each of them.
+
+    Returns:
+        Cycles as paths that start and end at the same node.
+    """
+    edges = {n: set(preds) for n, preds in graph.items()}
+    cycles: list[list[str]] = []
+    while True:
+        sorter = graphlib.TopologicalSorter(edges)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            # graphlib reports [a, b, ..., a] where each depends on the next.
+            cycle = list(reversed(exc.args[1]))
+            cycles.append(cycle)
+            edges[cycle[1]].discard(cycle[0])
+        else:
+            return cycles
+
+
+def compile_flow(flow_id: Any, items: Sequence[Any]) -> tuple[Plan, dict[str, list[Binding]]]:
+    """Check a flow's nodes and compile them into a plan.
+
+    Returns:
+        The plan, and each node's parameter bindings (for the blueprint).
+
+    Raises:
+        BlueprintError: One or more problems, all listed.
+    """
+    problems: list[str] = []
+    if not isinstance(flow_id, str) or not flow_id:
+        raise BlueprintError(
+            str(flow_id), [f"a flow id must be a non-empty string, got {flow_id!r}"]
+        )
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise BlueprintError(
+            flow_id, [f"nodes must be a list of nodes, got {type(items).__name__}"]
+        )
+    nodes = _normalize(items, problems)
+    if not nodes and not problems:
+        problems.append("a flow needs at least one node")
+
+    # Every node id, published key and blueprint id must be unique.
+    by_id: dict[str, BaseNode] = {}
+    owner_of_name: dict[str, str] = {}
+    for n in nodes:
+        if n.id in by_id:
+            other = by_id[n.id]
+            problems.append(
+                f"duplicate node id {n.id!r}: {other.reference} and {n.reference}; "
+                "give one of them another id with @fd.node(id=...)."
+            )
+            continue
+        by_id[n.id] = n
+        names = {n.id, n.key}
+        if isinstance(n, _BatchBase):
+            names |= {f"{n.id}_scatter", f"{n.id}_gather"}
+        for name in sorted(names):
+            holder = owner_of_name.get(name)
+            if holder is not None and holder != n.id:
+                problems.append(
+                    f"name {name!r} is used by both node {holder!r} and node "
+                    f"{n.id!r}; rename one of them."
+                )
+            owner_of_name[name] = n.id
+    producer_of = {n.key: n.id for n in by_id.values()}
+    aliases = {n.id: n.key for n in by_id.values() if n.key != n.id}
+
+    bindings: dict[str, list[Binding]] = {}
+    deps: dict[str, list[str]] = {}
+    for n in by_id.values():
+        hints, failures = resolve_hints(n.fn)
+        for param, why in failures.items():
+            warnings.warn(
+                f"node {n.id!r}: cannot resolve the annotation of {param!r}: {why}; "
+                "it is treated as Any. Import the names it uses at module level.",
+                FlowWarning,
+                stacklevel=4,
+            )
+        node_bindings, node_problems = bind_parameters(n, hints, producer_of, aliases)
+        problems.extend(node_problems)
+        bindings[n.id] = node_bindings
+        node_deps: list[str] = []
+        if isinstance(n, _BatchBase):
+            batch_input = aliases.get(n.input, n.input)
+            if batch_input in producer_of:
+                node_deps.append(producer_of[batch_input])
+            else:
+                problems.append(
+                    f"batch {n.id!r}: its input {n.input!r} is produced by no node "
+                    f"in the flow.{_suggest(n.input, producer_of)} Add the producing "
+                    "node to the flow or fix input=."
+                )
+        for b in node_bindings:
+            if b.kind != "source":
+                continue
+            if b.key in producer_of:
+                dep = producer_of[b.key]
+                if dep not in node_deps:
+                    node_deps.append(dep)
+            else:
+                problems.append(
+                    f"node {n.id!r}: parameter {b.param!r} reads from {b.key!r}, "
+                    f"which no node in the flow produces.{_suggest(b.key, producer_of)}"
+                    " Add that node to the flow or fix the From(...)."
+                )
+        deps[n.id] = node_deps
+
+    for cycle in find_cycles(deps):
+        path = " -> ".join(repr(c) for c in cycle)
+        problems.append(
+            f"undeclared cycle: {path}; each node waits for the next. Break the "
+            "cycle, or rename a parameter that shares a node's name by accident."
+        )
+    if problems:
+        raise BlueprintError(flow_id, problems)
+    return _build_plan(flow_id, by_id, bindings, deps, producer_of, aliases), bindings
+
+
+def _build_plan(
+    flow_id: str,
+    by_id: Mapping[str, BaseNode],
+    bindings: Mapping[str, list[Binding]],
+    deps: Mapping[str, list[str]],
+    producer_of: Mapping[str, str],
+    aliases: Mapping[str, str],
+) -> Plan:
+    dependents: dict[str, list[str]] = {i: [] for i in by_id}
+    for target, sources in deps.items():
+        for source in sources:
+            dependents[source].append(target)
+    required: dict[str, list[str]] = {}
+    optional: dict[str, list[str]] = {}
+    plan_nodes: dict[str, PlanNode] = {}
+    for node_id, n in by_id.items():
+        node_bindings = bindings[node_id]
+        for b in node_bindings:
+            if b.kind == "input":
+                (required if b.required else optional).setdefault(b.key, []).append(
+                    node_id
+                )
+        batch_opts: dict[str, Any] = {}
+        if isinstance(n, _BatchBase):
+            batch_opts = {
+                "batch_input": aliases.get(n.input, n.input),
+                "concurrency": n.concurrency,
+                "chunk_size": n.chunk_size,
+                "on_error": n.on_error,
+            }
+        plan_nodes[node_id] = PlanNode(
+            id=node_id,
+            key=n.key,
+            node=n,
+            is_async=n.is_async,
+            inline=n.inline,
+            sources=tuple((b.param, b.key) for b in node_bindings if b.kind == "source"),
+            inputs=tuple((b.param, b.key) for b in node_bindings if b.kind == "input"),
+            context_params=tuple(b.param for b in node_bindings if b.kind == "context"),
+            deps=tuple(deps[node_id]),
+            dependents=tuple(dependents[node_id]),
+            **batch_opts,
+        )
+    return Plan(
+        flow_id=flow_id,
+        nodes=plan_nodes,
+        producer_of=producer_of,
+        required_inputs={k: tuple(v) for k, v in required.items()},
+        optional_inputs={k: tuple(v) for k, v in optional.items()},
+        has_async=any(p.is_async for p in plan_nodes.values()),
+    )

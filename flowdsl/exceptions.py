@@ -1,0 +1,99 @@
+"""Every exception flowdsl raises, in one hierarchy rooted at `FlowdslError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from ._result import RunResult
+
+__all__ = [
+    "BatchInputError",
+    "BlueprintError",
+    "DefinitionError",
+    "FlowFailed",
+    "FlowWarning",
+    "FlowdslError",
+    "MissingInputError",
+]
+
+
+class FlowdslError(Exception):
+    """Base class of every error flowdsl raises on its own account."""
+
+
+class DefinitionError(FlowdslError, ValueError):
+    """A node, batch or flow is defined wrongly.
+
+    Raised when a decorator is applied with bad options, or when a function
+    cannot be a node at all (a generator, a lambda without an id).
+    """
+
+
+class BlueprintError(DefinitionError):
+    """Building or loading a flow found one or more problems.
+
+    Every problem found is listed at once, one per entry of `problems`, each
+    naming the nodes involved and what to change.
+
+    Args:
+        flow_id: The id of the flow being built.
+        problems: One human-readable sentence per problem.
+    """
+
+    def __init__(self, flow_id: str, problems: Sequence[str]) -> None:
+        self.flow_id = flow_id
+        self.problems: tuple[str, ...] = tuple(problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"flow {flow_id!r} has {count} {noun}:\n{lines}")
+
+
+class MissingInputError(DefinitionError):
+    """`run()` was called without a flow input that some node requires.
+
+    Raised before any node runs.
+
+    Args:
+        flow_id: The id of the flow.
+        missing: Each missing input name mapped to the ids of the nodes that
+            need it.
+    """
+
+    def __init__(self, flow_id: str, missing: dict[str, tuple[str, ...]]) -> None:
+        self.flow_id = flow_id
+        self.missing = dict(missing)
+        parts = [
+            f"{name!r} (needed by {', '.join(repr(n) for n in nodes)})"
+            for name, nodes in missing.items()
+        ]
+        names = ", ".join(repr(name) for name in missing)
+        super().__init__(
+            f"flow {flow_id!r} is missing required input(s): {'; '.join(parts)}. "
+            f"Pass them as run(inputs={{{names}: ...}}) or give the "
+            "parameters a default."
+        )
+
+
+class BatchInputError(FlowdslError, TypeError):
+    """A batch's input value cannot be scattered (not an iterable of items)."""
+
+
+class FlowFailed(FlowdslError):
+    """A run did not complete; `result` holds everything that did.
+
+    The first node error is chained as `__cause__`.
+
+    Args:
+        message: What failed, in one paragraph.
+        result: The run's result, with every output that completed.
+    """
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class FlowWarning(UserWarning):
+    """Something about a flow looks wrong but does not stop it from running."""
