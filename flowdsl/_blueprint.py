@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import attrs
 
@@ -121,6 +121,14 @@ class EdgeSpec:
         return data
 
 
+def _node_tuple(nodes: Iterable[NodeSpec]) -> tuple[NodeSpec, ...]:
+    return tuple(nodes)
+
+
+def _edge_tuple(edges: Iterable[EdgeSpec]) -> tuple[EdgeSpec, ...]:
+    return tuple(edges)
+
+
 @attrs.frozen
 class Blueprint:
     """A whole flow as data: nodes, edges and metadata.
@@ -137,8 +145,8 @@ class Blueprint:
     """
 
     id: str
-    nodes: tuple[NodeSpec, ...] = attrs.field(converter=tuple)
-    edges: tuple[EdgeSpec, ...] = attrs.field(converter=tuple)
+    nodes: tuple[NodeSpec, ...] = attrs.field(converter=_node_tuple)
+    edges: tuple[EdgeSpec, ...] = attrs.field(converter=_edge_tuple)
     metadata: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_frozen_mapping, hash=False
     )

@@ -223,7 +223,9 @@ class Flow:
 
 
 def _check_concurrency(value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 1
+    ):
         raise DefinitionError(
             f"concurrency must be a positive integer or None, got {value!r}."
         )
@@ -277,7 +279,9 @@ def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Bluepr
             edges.append(EdgeSpec(f"{node_id}_scatter", gather))
         else:
             specs.append(
-                NodeSpec(id=node_id, uses=n.reference, inputs=wiring, config=node_options(n))
+                NodeSpec(
+                    id=node_id, uses=n.reference, inputs=wiring, config=node_options(n)
+                )
             )
     metadata = {
         "schema": SCHEMA_VERSION,

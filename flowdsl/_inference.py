@@ -150,7 +150,8 @@ def bind_parameters(
             bindings.append(Binding(param.name, "source", param.name, annotation=hint))
         else:
             bindings.append(
-                Binding(param.name, "input", param.name, required=required,
-                        annotation=hint)  # fmt: skip
+                Binding(
+                    param.name, "input", param.name, required=required, annotation=hint
+                )
             )
     return bindings, problems

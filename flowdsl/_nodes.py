@@ -247,7 +247,7 @@ class _NodeDecorator:
         self._inline = inline
 
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[P, Coroutine[Any, Any, R]], /
     ) -> AsyncNode[P, R]: ...
 
@@ -259,7 +259,9 @@ class _NodeDecorator:
 
 
 @overload
-def node(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncNode[P, R]: ...
+def node(  # type: ignore[overload-overlap]
+    fn: Callable[P, Coroutine[Any, Any, R]], /
+) -> AsyncNode[P, R]: ...
 
 
 @overload
@@ -320,7 +322,7 @@ class _BatchDecorator:
         self._options = options
 
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[Concatenate[T, P], Coroutine[Any, Any, R]], /
     ) -> AsyncBatchNode[T, P, R]: ...
 
@@ -388,7 +390,7 @@ class Source:
     key: str
 
 
-def From(source: str | BaseNode) -> Any:  # noqa: N802 (reads like a type, by design)
+def From(source: str | BaseNode) -> Any:
     """Name the producer of a parameter explicitly.
 
     Use it as metadata, `x: Annotated[int, fd.From("load")]`, or as the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, overload
 
 import attrs
 
@@ -106,7 +106,7 @@ class RunResult:
         @overload
         def __getitem__(self, key: str) -> Any: ...
 
-    def __getitem__(self, key: Union[str, BaseNode]) -> Any:
+    def __getitem__(self, key: str | BaseNode) -> Any:
         output_key = self._output_key(key)
         try:
             return self.outputs[output_key]
@@ -118,16 +118,16 @@ class RunResult:
             return False
         return self._output_key(key) in self.outputs
 
-    def get(self, key: Union[str, BaseNode], default: Any = None) -> Any:
+    def get(self, key: str | BaseNode, default: Any = None) -> Any:
         """The output of `key` (a node or its id), or `default` if it has none."""
         return self.outputs.get(self._output_key(key), default)
 
-    def _output_key(self, key: Union[str, BaseNode]) -> str:
+    def _output_key(self, key: str | BaseNode) -> str:
         if isinstance(key, BaseNode):
             key = key.id
         return self._keys.get(key, key)
 
-    def _missing(self, key: Union[str, BaseNode], output_key: str) -> KeyError:
+    def _missing(self, key: str | BaseNode, output_key: str) -> KeyError:
         node_id = key.id if isinstance(key, BaseNode) else key
         owner = next((n for n, k in self._keys.items() if k == output_key), node_id)
         status = self.node_status.get(owner)

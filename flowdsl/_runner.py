@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Coroutine, Iterable, Mapping
 
 from ._context import Context, SharedState
 from ._nodes import BaseNode
@@ -28,8 +28,6 @@ from ._scheduler import Command, Failure, RunItems, RunNode, Scheduler
 from .executors import ExecutorChoice
 
 __all__ = ["AsyncDriver", "SyncDriver"]
-
-AnyFuture = Union["asyncio.Future[Any]", "Any"]
 
 
 def run_node(node: BaseNode, kwargs: Mapping[str, Any]) -> Any:
@@ -62,7 +60,9 @@ def run_chunk(
     return outcomes
 
 
-async def _run_async_item(node: BaseNode, item: Any, kwargs: Mapping[str, Any]) -> list[Any]:
+async def _run_async_item(
+    node: BaseNode, item: Any, kwargs: Mapping[str, Any]
+) -> list[Any]:
     try:
         return [await node.fn(item, **kwargs)]
     except Exception as exc:
@@ -102,7 +102,9 @@ class _Driver:
             assert self._executor is not None
         return self._executor
 
-    def _kwargs(self, node: PlanNode, kwargs: dict[str, Any], index: int | None) -> dict[str, Any]:
+    def _kwargs(
+        self, node: PlanNode, kwargs: dict[str, Any], index: int | None
+    ) -> dict[str, Any]:
         if not node.context_params:
             return kwargs
         context = Context(self.state, node.id, index)
@@ -117,18 +119,27 @@ class _Driver:
             for i in range(len(command.items))
         ]
 
-    def _sync_call(self, command: Command) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    def _sync_call(
+        self, command: Command
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if isinstance(command, RunNode):
-            return run_node, (command.node.node, self._kwargs(command.node, command.kwargs, None))
+            return run_node, (
+                command.node.node,
+                self._kwargs(command.node, command.kwargs, None),
+            )
         return run_chunk, (command.node.node, command.items, self._item_kwargs(command))
 
-    def _coroutine(self, command: Command) -> Awaitable[Any]:
+    def _coroutine(self, command: Command) -> Coroutine[Any, Any, Any]:
         node = command.node
         if isinstance(command, RunNode):
-            result: Awaitable[Any] = node.node.fn(**self._kwargs(node, command.kwargs, None))
+            result: Coroutine[Any, Any, Any] = node.node.fn(
+                **self._kwargs(node, command.kwargs, None)
+            )
             return result
         (item,) = command.items
-        return _run_async_item(node.node, item, self._kwargs(node, command.kwargs, command.start))
+        return _run_async_item(
+            node.node, item, self._kwargs(node, command.kwargs, command.start)
+        )
 
     def _dispatch(self, commands: list[Command]) -> None:
         """Carry out commands; inline ones run here, and so do their follow-ups."""
@@ -206,7 +217,7 @@ class SyncDriver(_Driver):
     def _submit(self, command: Command) -> None:
         if command.node.is_async:
             coroutine = self._coroutine(command)
-            future: Any = asyncio.run_coroutine_threadsafe(coroutine, self._portal())  # type: ignore[arg-type]
+            future: Any = asyncio.run_coroutine_threadsafe(coroutine, self._portal())
         else:
             fn, args = self._sync_call(command)
             future = self._pool().submit(fn, *args)
@@ -251,7 +262,9 @@ class AsyncDriver(_Driver):
 
     def _submit(self, command: Command) -> None:
         if command.node.is_async:
-            future: asyncio.Future[Any] = self._loop.create_task(self._coroutine(command))  # type: ignore[arg-type]
+            future: asyncio.Future[Any] = self._loop.create_task(
+                self._coroutine(command)
+            )
         else:
             fn, args = self._sync_call(command)
             future = self._loop.run_in_executor(self._pool(), fn, *args)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping as AbcMapping
 from itertools import islice
-from typing import Any, Iterator, List, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence, Union
 
 from ._plan import Plan, PlanNode
 from ._result import ItemError, NodeStatus, RunError, RunResult
@@ -50,7 +50,7 @@ class RunItems(NamedTuple):
 
     node: PlanNode
     start: int
-    items: List[Any]
+    items: list[Any]
     kwargs: dict[str, Any]
     inline: bool
 
@@ -190,7 +190,10 @@ class Scheduler:
         if self._halted:
             return True
         return not (
-            self._ready_sync or self._ready_async or self._ready_batches or self._batches
+            self._ready_sync
+            or self._ready_async
+            or self._ready_batches
+            or self._batches
         )
 
     def result(self, duration: float) -> RunResult:
@@ -238,7 +241,9 @@ class Scheduler:
             if self._waiting[dependent] == 0:
                 self._make_ready(dependent)
 
-    def _fail(self, node_id: str, index: int | None, exc: BaseException, now: float) -> None:
+    def _fail(
+        self, node_id: str, index: int | None, exc: BaseException, now: float
+    ) -> None:
         self._errors.append(RunError(node_id, index, 1, exc))
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
@@ -299,7 +304,10 @@ class Scheduler:
             while self._ready_batches and not self._halted:
                 self._start_batch(self._ready_batches.popleft(), now)
                 progress = True
-            for ready, is_async in ((self._ready_sync, False), (self._ready_async, True)):
+            for ready, is_async in (
+                (self._ready_sync, False),
+                (self._ready_async, True),
+            ):
                 while ready and not self._halted and self._room(is_async) > 0:
                     commands.append(self._start_node(ready.popleft(), now))
                     progress = True

@@ -67,7 +67,9 @@ def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
             return cycles
 
 
-def compile_flow(flow_id: Any, items: Sequence[Any]) -> tuple[Plan, dict[str, list[Binding]]]:
+def compile_flow(
+    flow_id: Any, items: Sequence[Any]
+) -> tuple[Plan, dict[str, list[Binding]]]:
     """Check a flow's nodes and compile them into a plan.
 
     Returns:
@@ -202,7 +204,9 @@ def _build_plan(
             node=n,
             is_async=n.is_async,
             inline=n.inline,
-            sources=tuple((b.param, b.key) for b in node_bindings if b.kind == "source"),
+            sources=tuple(
+                (b.param, b.key) for b in node_bindings if b.kind == "source"
+            ),
             inputs=tuple((b.param, b.key) for b in node_bindings if b.kind == "input"),
             context_params=tuple(b.param for b in node_bindings if b.kind == "context"),
             deps=tuple(deps[node_id]),

@@ -91,8 +91,12 @@ def to_dot(blueprint: Blueprint) -> str:
                 f"    {_dot_quote(worker)} [shape=box3d, "
                 f"label={_dot_quote(_worker_label(spec))}];"
             )
-            lines.append(f"    {_dot_quote(spec.id)} -> {_dot_quote(worker)} [style=dashed];")
-            lines.append(f"    {_dot_quote(worker)} -> {_dot_quote(gather)} [style=dashed];")
+            lines.append(
+                f"    {_dot_quote(spec.id)} -> {_dot_quote(worker)} [style=dashed];"
+            )
+            lines.append(
+                f"    {_dot_quote(worker)} -> {_dot_quote(gather)} [style=dashed];"
+            )
     scatters = {s.id for s in blueprint.nodes if s.uses == "batch-scatter"}
     for edge in blueprint.edges:
         if edge.source in scatters:
