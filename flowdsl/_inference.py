@@ -67,11 +67,14 @@ def _probe_template() -> None:  # its code object evaluates annotations elsewher
     pass
 
 
-def resolve_hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve_hints(
+    fn: Callable[..., Any], localns: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Resolve each annotation of `fn` on its own.
 
     One unresolvable annotation must not hide the others, so each is
-    evaluated separately in the function's module namespace.
+    evaluated separately in the function's module namespace, plus `localns`
+    (the names local to where it was defined).
 
     Returns:
         The resolved annotations by parameter name (and `"return"`), and for
@@ -81,12 +84,13 @@ def resolve_hints(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, str
     globalns = getattr(fn, "__globals__", None) or {}
     hints: dict[str, Any] = {}
     failures: dict[str, str] = {}
+    names = {**_LOCALNS, **(localns or {})}
     for name, annotation in raw.items():
         probe = types.FunctionType(_probe_template.__code__, globalns)
         probe.__annotations__ = {name: annotation}
         try:
             resolved = typing_extensions.get_type_hints(
-                probe, localns=dict(_LOCALNS), include_extras=True
+                probe, localns=names, include_extras=True
             )
         except Exception as exc:  # any failure means "unresolvable", not a crash
             failures[name] = f"{annotation!r} ({type(exc).__name__}: {exc})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -69,8 +70,18 @@ class BaseNode:
     is_async: bool
     inline: bool
     signature: inspect.Signature
+    #: Local names where the node was defined inside a function, for
+    #: resolving string annotations (`from __future__ import annotations`).
+    localns: Mapping[str, Any]
 
-    def __init__(self, fn: Callable[..., Any], *, id: str | None, inline: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        id: str | None,
+        inline: bool,
+        localns: Mapping[str, Any] | None = None,
+    ) -> None:
         _check_function(fn, id)
         if id is not None and (not isinstance(id, str) or not id):
             raise DefinitionError(
@@ -87,6 +98,7 @@ class BaseNode:
         self.is_async = inspect.iscoroutinefunction(fn)
         self.inline = inline
         self.signature = _signature(fn, self.id)
+        self.localns = localns or {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -163,8 +175,9 @@ class _BatchBase(BaseNode):
         concurrency: int | None,
         chunk_size: int,
         on_error: OnError,
+        localns: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(fn, id=id, inline=inline)
+        super().__init__(fn, id=id, inline=inline, localns=localns)
         name = self.id
         if isinstance(input, BaseNode):
             self.input = input.key
@@ -255,7 +268,9 @@ class _NodeDecorator:
     def __call__(self, fn: Callable[P, R], /) -> Node[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any], /) -> Any:
-        return _make_node(fn, id=self._id, inline=self._inline)
+        return _make_node(
+            fn, id=self._id, inline=self._inline, localns=_caller_locals()
+        )
 
 
 @overload
@@ -304,14 +319,33 @@ def node(
     """
     if fn is None:
         return _NodeDecorator(id=id, inline=inline)
-    return _make_node(fn, id=id, inline=inline)
+    return _make_node(fn, id=id, inline=inline, localns=_caller_locals())
 
 
-def _make_node(fn: Callable[..., Any], *, id: str | None, inline: bool) -> BaseNode:
+def _make_node(
+    fn: Callable[..., Any],
+    *,
+    id: str | None,
+    inline: bool,
+    localns: Mapping[str, Any] | None = None,
+) -> BaseNode:
     if isinstance(fn, BaseNode):
         raise DefinitionError(f"{fn!r} is already a node; decorate it only once.")
     cls = AsyncNode if inspect.iscoroutinefunction(fn) else Node
-    return cls(fn, id=id, inline=inline)
+    return cls(fn, id=id, inline=inline, localns=localns)
+
+
+def _caller_locals() -> Mapping[str, Any] | None:
+    """The local names of the function that applied the decorator, if any.
+
+    A node defined inside a function may annotate with names local to it;
+    with `from __future__ import annotations` those annotations are strings
+    that only the defining scope can resolve, so a snapshot is kept.
+    """
+    frame = sys._getframe(2)
+    if frame.f_locals is frame.f_globals:
+        return None  # module level: the function's own globals suffice
+    return dict(frame.f_locals)
 
 
 @final
@@ -335,7 +369,7 @@ class _BatchDecorator:
                 f"{fn!r} is already a node; a batch worker must be a plain function."
             )
         cls = AsyncBatchNode if inspect.iscoroutinefunction(fn) else BatchNode
-        return cls(fn, **self._options)
+        return cls(fn, localns=_caller_locals(), **self._options)
 
 
 def batch(

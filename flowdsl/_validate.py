@@ -120,7 +120,7 @@ def compile_flow(
     bindings: dict[str, list[Binding]] = {}
     deps: dict[str, list[str]] = {}
     for n in by_id.values():
-        hints, failures = resolve_hints(n.fn)
+        hints, failures = resolve_hints(n.fn, n.localns)
         for param, why in failures.items():
             warnings.warn(
                 f"node {n.id!r}: cannot resolve the annotation of {param!r}: {why}; "
