@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import difflib
 import types
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._inference import Binding
-from ._nodes import AnyNode, BaseNode, _BatchBase, node_options
+from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
 from ._result import RunResult
 from ._runner import AsyncDriver, SyncDriver
@@ -18,7 +18,10 @@ from .executors import ExecutorSpec, resolve_executor
 
 __all__ = ["Flow"]
 
-NodeLike = Union[AnyNode, Callable[..., Any]]
+if TYPE_CHECKING:
+    from ._nodes import AnyNode
+
+    NodeLike = Union[AnyNode, Callable[..., Any]]
 
 
 class Flow:

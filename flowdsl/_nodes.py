@@ -247,8 +247,14 @@ class AsyncBatchNode(_BatchBase, Generic[T, P, R]):
         ) -> Coroutine[Any, Any, R]: ...
 
 
-AnyNode = Union[Node[..., Any], AsyncNode[..., Any], BatchNode[Any, ..., Any],
-                AsyncBatchNode[Any, ..., Any]]  # fmt: skip
+if TYPE_CHECKING:
+    # Subscripting with `...` fails at runtime on Python 3.8.
+    AnyNode = Union[
+        Node[..., Any],
+        AsyncNode[..., Any],
+        BatchNode[Any, ..., Any],
+        AsyncBatchNode[Any, ..., Any],
+    ]
 
 
 @final

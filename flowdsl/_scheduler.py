@@ -328,15 +328,19 @@ class Scheduler:
 
     def _start_node(self, node_id: str, now: float) -> RunNode:
         n = self.plan.nodes[node_id]
-        kwargs = {param: self._outputs[key] for param, key in n.sources}
-        for param, name in n.inputs:
-            if name in self._inputs:
-                kwargs[param] = self._inputs[name]
         inline = not n.is_async and (n.inline or self._inline_sync)
         self._started[node_id] = now
         self._items += 1
         self._command_started(n.is_async, inline)
-        return RunNode(n, kwargs, inline)
+        return RunNode(n, self._arguments(n), inline)
+
+    def _arguments(self, n: PlanNode) -> dict[str, Any]:
+        """The keyword arguments of `n` (a batch's shared ones, for a batch)."""
+        kwargs = {param: self._outputs[key] for param, key in n.sources}
+        for param, name in n.inputs:
+            if name in self._inputs:  # else the parameter's default applies
+                kwargs[param] = self._inputs[name]
+        return kwargs
 
     def _start_batch(self, node_id: str, now: float) -> None:
         n = self.plan.nodes[node_id]
@@ -360,11 +364,7 @@ class Scheduler:
             )
             self._fail(node_id, None, exc, now)
             return
-        kwargs = {param: self._outputs[key] for param, key in n.sources}
-        for param, name in n.inputs:
-            if name in self._inputs:
-                kwargs[param] = self._inputs[name]
-        self._batches[node_id] = _BatchRun(n, iterator, kwargs)
+        self._batches[node_id] = _BatchRun(n, iterator, self._arguments(n))
 
     def _pull(self, run: _BatchRun, commands: list[Command], now: float) -> bool:
         """Pull items of `run` into commands while there is room."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -31,3 +31,21 @@ class Runner:
 def runner(request: pytest.FixtureRequest) -> Runner:
     """Each test taking `runner` runs once per face."""
     return Runner(request.param)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_blueprint_round_trips() -> Iterator[None]:
+    """Every flow any test builds must survive the JSON round trip unchanged."""
+    original = fd.Flow.__init__
+
+    def checked(self: fd.Flow, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        blueprint = self.blueprint
+        assert blueprint == fd.Blueprint.from_dict(blueprint.to_dict())
+        assert blueprint == fd.Blueprint.from_json(blueprint.to_json())
+
+    fd.Flow.__init__ = checked  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        fd.Flow.__init__ = original  # type: ignore[method-assign]
