@@ -12,6 +12,7 @@ from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
 from ._result import RunResult
 from ._runner import AsyncDriver, SyncDriver
+from ._typecheck import describe, value_matches
 from ._validate import compile_flow
 from .exceptions import DefinitionError, FlowFailed, MissingInputError
 from .executors import ExecutorSpec, resolve_executor
@@ -98,6 +99,7 @@ class Flow:
         executor: ExecutorSpec = None,
         run_id: str | None = None,
         check: bool = True,
+        validate_inputs: bool = False,
     ) -> RunResult:
         """Run the flow to the end and return its result.
 
@@ -111,18 +113,22 @@ class Flow:
                 `"processes"`, or any `concurrent.futures.Executor`.
             run_id: The run's id; a random one by default.
             check: Raise `FlowFailed` if the run fails (else return it).
+            validate_inputs: Check each input's value against the
+                annotations of the parameters that receive it.
 
         Returns:
             The run's result.
 
         Raises:
             MissingInputError: A required input is missing (no node ran).
+            DefinitionError: An input is unknown, or (with `validate_inputs`)
+                does not match its annotation; no node ran.
             FlowFailed: The run failed and `check` is true; the exception's
                 `result` has every output that completed.
         """
         driver = SyncDriver(
             self._plan,
-            self._check_inputs(inputs),
+            self._check_inputs(inputs, validate_inputs),
             run_id=run_id,
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
@@ -137,6 +143,7 @@ class Flow:
         executor: ExecutorSpec = None,
         run_id: str | None = None,
         check: bool = True,
+        validate_inputs: bool = False,
     ) -> RunResult:
         """Run the flow on the running event loop; the same as `run()` otherwise.
 
@@ -146,17 +153,19 @@ class Flow:
             executor: Where sync nodes run (see `run()`).
             run_id: The run's id; a random one by default.
             check: Raise `FlowFailed` if the run fails (else return it).
+            validate_inputs: Check inputs against annotations (see `run()`).
 
         Returns:
             The run's result.
 
         Raises:
             MissingInputError: A required input is missing (no node ran).
+            DefinitionError: An input is unknown or mistyped; no node ran.
             FlowFailed: The run failed and `check` is true.
         """
         driver = AsyncDriver(
             self._plan,
-            self._check_inputs(inputs),
+            self._check_inputs(inputs, validate_inputs),
             run_id=run_id,
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
@@ -178,7 +187,9 @@ class Flow:
     def __repr__(self) -> str:
         return f"<Flow {self._id!r}: {len(self._plan.nodes)} nodes>"
 
-    def _check_inputs(self, inputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    def _check_inputs(
+        self, inputs: Mapping[str, Any] | None, validate: bool
+    ) -> Mapping[str, Any]:
         plan = self._plan
         given = dict(inputs or {})
         known = set(plan.required_inputs) | set(plan.optional_inputs)
@@ -205,6 +216,8 @@ class Flow:
         }
         if missing:
             raise MissingInputError(plan.flow_id, missing)
+        if validate:
+            _check_input_types(plan, given)
         return given
 
     @staticmethod
@@ -223,6 +236,23 @@ class Flow:
                 result,
             ) from (first.exception if first else None)
         return result
+
+
+def _check_input_types(plan: Plan, given: Mapping[str, Any]) -> None:
+    problems = []
+    for name, value in given.items():
+        for node_id, annotation in plan.input_types.get(name, ()):
+            if value_matches(value, annotation) is False:
+                problems.append(
+                    f"input {name!r} is {value!r} ({type(value).__name__}), but "
+                    f"parameter {name!r} of node {node_id!r} expects "
+                    f"{describe(annotation)}"
+                )
+    if problems:
+        raise DefinitionError(
+            f"flow {plan.flow_id!r} got mistyped input(s): {'; '.join(problems)}. "
+            "Pass values of the annotated types."
+        )
 
 
 def _check_concurrency(value: int | None) -> int | None:

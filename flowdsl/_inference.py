@@ -8,6 +8,7 @@ otherwise a flow input.
 
 from __future__ import annotations
 
+import ast
 import sys
 import types
 import typing
@@ -63,6 +64,51 @@ _LOCALNS: Mapping[str, Any] = (
 )
 
 
+# On Python 3.8 and 3.9, `int | None` in a string annotation cannot be
+# evaluated either; it is rewritten to `Union[int, None]` first.
+_UNION_NAME = "__flowdsl_Union__"
+if sys.version_info < (3, 10):
+    _LOCALNS = {**_LOCALNS, _UNION_NAME: typing.Union}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _unparse(node: ast.AST) -> str:
+    """Source text of an annotation expression, with `a | b` as a Union."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return f"{_UNION_NAME}[{_unparse(node.left)}, {_unparse(node.right)}]"
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_unparse(node.value)}.{node.attr}"
+    if isinstance(node, ast.Subscript):
+        inner: ast.AST = node.slice
+        if type(inner).__name__ == "Index":  # Python 3.8 wraps subscripts
+            inner = inner.value  # type: ignore[attr-defined]
+        return f"{_unparse(node.value)}[{_unparse(inner)}]"
+    if isinstance(node, ast.Tuple):
+        return ", ".join(_unparse(e) for e in node.elts)
+    if isinstance(node, ast.List):
+        return "[" + ", ".join(_unparse(e) for e in node.elts) + "]"
+    if isinstance(node, ast.Constant):
+        return "..." if node.value is Ellipsis else repr(node.value)
+    raise _Unsupported(type(node).__name__)
+
+
+def _modernize(annotation: Any) -> Any:
+    """`X | Y` spelled for the running Python, when it cannot evaluate it."""
+    if sys.version_info >= (3, 10) or not isinstance(annotation, str):
+        return annotation
+    if "|" not in annotation:
+        return annotation
+    try:
+        return _unparse(ast.parse(annotation, mode="eval").body)
+    except (SyntaxError, _Unsupported):
+        return annotation
+
+
 def _probe_template() -> None:  # its code object evaluates annotations elsewhere
     pass
 
@@ -87,7 +133,7 @@ def resolve_hints(
     names = {**_LOCALNS, **(localns or {})}
     for name, annotation in raw.items():
         probe = types.FunctionType(_probe_template.__code__, globalns)
-        probe.__annotations__ = {name: annotation}
+        probe.__annotations__ = {name: _modernize(annotation)}
         try:
             resolved = typing_extensions.get_type_hints(
                 probe, localns=names, include_extras=True

@@ -7,7 +7,7 @@ and never changes.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -68,6 +68,7 @@ class Plan:
         required_inputs: Each required flow input to the ids of its consumers.
         optional_inputs: Each flow input with a default to its consumers.
         has_async: Whether any node is async (the sync face then needs a loop).
+        input_types: Each flow input to `(node id, annotation)` per consumer.
     """
 
     flow_id: str
@@ -76,3 +77,4 @@ class Plan:
     required_inputs: Mapping[str, tuple[str, ...]]
     optional_inputs: Mapping[str, tuple[str, ...]]
     has_async: bool
+    input_types: Mapping[str, tuple[tuple[str, Any], ...]]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import difflib
 import sys
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, List, Mapping, Sequence, Union
 
 from ._inference import Binding, bind_parameters, resolve_hints
 from ._nodes import BaseNode, _BatchBase, node
 from ._plan import Plan, PlanNode
+from ._result import ItemError
+from ._typecheck import compatible, describe, element_type, scatter_problem
 from .exceptions import BlueprintError, DefinitionError, FlowWarning
 
 if sys.version_info >= (3, 9):
@@ -119,8 +121,10 @@ def compile_flow(
 
     bindings: dict[str, list[Binding]] = {}
     deps: dict[str, list[str]] = {}
+    hints_of: dict[str, dict[str, Any]] = {}
     for n in by_id.values():
         hints, failures = resolve_hints(n.fn, n.localns)
+        hints_of[n.id] = hints
         for param, why in failures.items():
             warnings.warn(
                 f"node {n.id!r}: cannot resolve the annotation of {param!r}: {why}; "
@@ -157,6 +161,7 @@ def compile_flow(
                 )
         deps[n.id] = node_deps
 
+    problems.extend(_type_problems(by_id, bindings, hints_of, producer_of, aliases))
     for cycle in find_cycles(deps):
         path = " -> ".join(repr(c) for c in cycle)
         problems.append(
@@ -166,6 +171,75 @@ def compile_flow(
     if problems:
         raise BlueprintError(flow_id, problems)
     return _build_plan(flow_id, by_id, bindings, deps, producer_of, aliases), bindings
+
+
+def _output_type(n: BaseNode, hints: Mapping[str, Any]) -> Any:
+    """The type of what `n` publishes: its return, or a list of them."""
+    returned = hints.get("return", Any)
+    if not isinstance(n, _BatchBase):
+        return returned
+    # Built at run time from annotations, so typed as plain values here.
+    list_of: Any = List
+    union_of: Any = Union
+    if n.on_error == "collect":
+        return list_of[union_of[returned, ItemError]]
+    return list_of[returned]
+
+
+def _type_problems(
+    by_id: Mapping[str, BaseNode],
+    bindings: Mapping[str, list[Binding]],
+    hints_of: Mapping[str, Mapping[str, Any]],
+    producer_of: Mapping[str, str],
+    aliases: Mapping[str, str],
+) -> list[str]:
+    """Edges whose two ends' annotations clearly disagree, one line each."""
+    problems: list[str] = []
+    produced = {i: _output_type(n, hints_of[i]) for i, n in by_id.items()}
+    for n in by_id.values():
+        if isinstance(n, _BatchBase):
+            key = aliases.get(n.input, n.input)
+            producer = producer_of.get(key)
+            if producer is not None:
+                problems.extend(_batch_input_problems(n, producer, produced[producer],
+                                                      hints_of[n.id]))  # fmt: skip
+        for b in bindings[n.id]:
+            producer = producer_of.get(b.key)
+            if b.kind != "source" or producer is None:
+                continue
+            if compatible(produced[producer], b.annotation) is False:
+                verb = (
+                    "gathers" if isinstance(by_id[producer], _BatchBase) else "returns"
+                )
+                problems.append(
+                    f"node {n.id!r}: parameter {b.param!r} expects "
+                    f"{describe(b.annotation)}, but {producer!r} {verb} "
+                    f"{describe(produced[producer])}; change the annotation of "
+                    f"{b.param!r} or what {producer!r} returns."
+                )
+    return problems
+
+
+def _batch_input_problems(
+    n: _BatchBase, producer: str, produced: Any, hints: Mapping[str, Any]
+) -> list[str]:
+    reason = scatter_problem(produced)
+    if reason is not None:
+        return [
+            f"batch {n.id!r} scatters the value of {producer!r}, which returns "
+            f"{describe(produced)}: {reason}; make {producer!r} return a list "
+            "of items."
+        ]
+    item = element_type(produced)
+    expected = hints.get(n.item_parameter, Any)
+    if compatible(item, expected) is False:
+        return [
+            f"batch {n.id!r}: its item parameter {n.item_parameter!r} expects "
+            f"{describe(expected)}, but the items of {producer!r} are "
+            f"{describe(item)} (it returns {describe(produced)}); change the "
+            f"annotation of {n.item_parameter!r} or what {producer!r} returns."
+        ]
+    return []
 
 
 def _build_plan(
@@ -182,14 +256,15 @@ def _build_plan(
             dependents[source].append(target)
     required: dict[str, list[str]] = {}
     optional: dict[str, list[str]] = {}
+    input_types: dict[str, list[tuple[str, Any]]] = {}
     plan_nodes: dict[str, PlanNode] = {}
     for node_id, n in by_id.items():
         node_bindings = bindings[node_id]
         for b in node_bindings:
             if b.kind == "input":
-                (required if b.required else optional).setdefault(b.key, []).append(
-                    node_id
-                )
+                consumers = required if b.required else optional
+                consumers.setdefault(b.key, []).append(node_id)
+                input_types.setdefault(b.key, []).append((node_id, b.annotation))
         batch_opts: dict[str, Any] = {}
         if isinstance(n, _BatchBase):
             batch_opts = {
@@ -220,4 +295,5 @@ def _build_plan(
         required_inputs={k: tuple(v) for k, v in required.items()},
         optional_inputs={k: tuple(v) for k, v in optional.items()},
         has_async=any(p.is_async for p in plan_nodes.values()),
+        input_types={k: tuple(v) for k, v in input_types.items()},
     )
