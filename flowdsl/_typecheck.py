@@ -15,7 +15,7 @@ import collections.abc as cabc
 import sys
 import types
 import typing
-from typing import Any, ForwardRef, Optional, TypeVar
+from typing import Any, ForwardRef, TypeVar
 
 import typing_extensions as te
 
@@ -58,7 +58,7 @@ def _is_literal(tp: Any) -> bool:
     return _origin(tp) in _LITERALS
 
 
-def _combine(results: list[Optional[bool]], *, want_all: bool) -> Optional[bool]:
+def _combine(results: list[bool | None], *, want_all: bool) -> bool | None:
     if want_all:
         if False in results:
             return False
@@ -68,7 +68,7 @@ def _combine(results: list[Optional[bool]], *, want_all: bool) -> Optional[bool]
     return None if None in results else False
 
 
-def compatible(produced: Any, expected: Any) -> Optional[bool]:
+def compatible(produced: Any, expected: Any) -> bool | None:
     """Whether a value typed `produced` fits a parameter typed `expected`.
 
     Returns:
@@ -100,7 +100,7 @@ def compatible(produced: Any, expected: Any) -> Optional[bool]:
     return _compatible_classes(p, e)
 
 
-def _compatible_classes(p: Any, e: Any) -> Optional[bool]:
+def _compatible_classes(p: Any, e: Any) -> bool | None:
     p_class = _origin(p) or p
     e_class = _origin(e) or e
     if not isinstance(p_class, type) or not isinstance(e_class, type):
@@ -134,9 +134,7 @@ def _compatible_classes(p: Any, e: Any) -> Optional[bool]:
     return None
 
 
-def _compatible_tuples(
-    p_args: tuple[Any, ...], e_args: tuple[Any, ...]
-) -> Optional[bool]:
+def _compatible_tuples(p_args: tuple[Any, ...], e_args: tuple[Any, ...]) -> bool | None:
     if len(e_args) == 2 and e_args[1] is Ellipsis:
         items = p_args[:1] if len(p_args) == 2 and p_args[1] is Ellipsis else p_args
         return _combine([compatible(a, e_args[0]) for a in items], want_all=True)
@@ -161,7 +159,7 @@ def element_type(tp: Any) -> Any:
     return args[0]
 
 
-def scatter_problem(tp: Any) -> Optional[str]:
+def scatter_problem(tp: Any) -> str | None:
     """Why a value typed `tp` cannot be a batch's input, or None if it can."""
     tp = _normalize(tp)
     if tp is Any or tp is object:
@@ -201,7 +199,7 @@ def describe(tp: Any) -> str:
     return text
 
 
-def value_matches(value: Any, tp: Any, *, depth: int = 2) -> Optional[bool]:
+def value_matches(value: Any, tp: Any, *, depth: int = 2) -> bool | None:
     """Whether a run-time `value` fits the annotation `tp` (a shallow check).
 
     Containers are checked by their type and their first few items only.

@@ -2,13 +2,14 @@
 
 The blocks of one file run in order in one namespace, like a reader would
 paste them into one session; each is compiled with postponed annotations
-(`from __future__ import annotations`), so `list[int]` works on Python 3.8. A block whose first line is `# not run` is
-skipped (for fragments that need a server or show a deliberate error).
+(`from __future__ import annotations`), so `list[int]` works on Python 3.8.
+A block whose first line is `# not run` is skipped (for fragments that need
+a server or show a deliberate error).
 """
 
 from __future__ import annotations
-
 import __future__
+
 import re
 from pathlib import Path
 

@@ -42,9 +42,9 @@ class TestDSL:
         def total(values: list[int]) -> int:
             return sum(values)
 
-        assert total([1, 2]) == 3
-        assert total.id == "total"
-        assert total.__name__ == "total"
+        assert 3 == total([1, 2])
+        assert "total" == total.id
+        assert "total" == total.__name__
 
     def test_async_node_returns_a_coroutine(self) -> None:
         @fd.node
@@ -53,20 +53,20 @@ class TestDSL:
 
         coroutine = fetch(1)
         assert asyncio.iscoroutine(coroutine)
-        assert asyncio.run(coroutine) == 2
+        assert 2 == asyncio.run(coroutine)
 
     def test_options_form_sets_id(self) -> None:
         @fd.node(id="loader")
         def load() -> int:
             return 1
 
-        assert load.id == "loader"
-        assert load() == 1
+        assert "loader" == load.id
+        assert 1 == load()
 
     def test_batch_worker_is_callable_on_one_item(self) -> None:
-        assert square(3) == 9
-        assert square.key == "squares"
-        assert square.id == "square"
+        assert 9 == square(3)
+        assert "squares" == square.key
+        assert "square" == square.id
 
 
 class TestInference:
@@ -86,8 +86,8 @@ class TestInference:
             return start + double
 
         result = runner.run(fd.Flow("infer", [add, double, start]))
-        assert result[add] == 6
-        assert result["double"] == 4
+        assert 6 == result[add]
+        assert 4 == result["double"]
 
     def test_explicit_sources_with_annotated_and_default(self, runner: Runner) -> None:
         @fd.node
@@ -105,7 +105,7 @@ class TestInference:
             return y * z
 
         result = runner.run(fd.Flow("explicit", [load, first, second]))
-        assert result[second] == 30
+        assert 30 == result[second]
 
     def test_from_a_batch_id_reads_its_output(self, runner: Runner) -> None:
         @fd.node
@@ -113,7 +113,7 @@ class TestInference:
             return sum(values)
 
         result = runner.run(fd.Flow("alias", [numbers, square, summed]))
-        assert result[summed] == 30
+        assert 30 == result[summed]
 
     def test_flow_inputs_and_defaults(self, runner: Runner) -> None:
         @fd.node
@@ -121,10 +121,10 @@ class TestInference:
             return f"hello {name}{punctuation}"
 
         flow = fd.Flow("inputs", [greet])
-        assert dict(flow.inputs) == {"name": True, "punctuation": False}
-        assert runner.run(flow, {"name": "Ada"})[greet] == "hello Ada!"
+        assert {"name": True, "punctuation": False} == dict(flow.inputs)
+        assert "hello Ada!" == runner.run(flow, {"name": "Ada"})[greet]
         assert (
-            runner.run(flow, {"name": "Ada", "punctuation": "?"})[greet] == "hello Ada?"
+            "hello Ada?" == runner.run(flow, {"name": "Ada", "punctuation": "?"})[greet]
         )
 
     def test_missing_input_fails_before_any_node_runs(self, runner: Runner) -> None:
@@ -142,7 +142,7 @@ class TestInference:
 
         with pytest.raises(fd.MissingInputError, match=r"'threshold'.*'needs'"):
             runner.run(fd.Flow("missing", [first, needs]))
-        assert ran == []
+        assert [] == ran
 
     def test_context_is_injected_and_shared(self, runner: Runner) -> None:
         @fd.node
@@ -156,7 +156,7 @@ class TestInference:
             return f"{ctx.get('greeting')} from {writer} in {ctx.run_id}"
 
         result = runner.run(fd.Flow("ctx", [writer, reader]), run_id="run-7")
-        assert result[reader] == "hi from writer in run-7"
+        assert "hi from writer in run-7" == result[reader]
 
     def test_batch_items_see_their_index_in_context(self, runner: Runner) -> None:
         @fd.batch(input=numbers, output="keys")
@@ -164,7 +164,7 @@ class TestInference:
             return ctx.idempotency_key
 
         result = runner.run(fd.Flow("keys", [numbers, key]), run_id="r")
-        assert result[key] == ["r:key:0", "r:key:1", "r:key:2", "r:key:3"]
+        assert ["r:key:0", "r:key:1", "r:key:2", "r:key:3"] == result[key]
 
 
 class TestRunning:
@@ -185,8 +185,8 @@ class TestRunning:
             return start + fetch
 
         result = runner.run(fd.Flow("mixed", [start, fetch, combine]))
-        assert result[combine] == 33
-        assert result.status == "completed"
+        assert 33 == result[combine]
+        assert "completed" == result.status
         assert {"start", "fetch", "combine"} == set(result.timings)
 
     def test_independent_sync_nodes_overlap(self, runner: Runner) -> None:
@@ -239,7 +239,7 @@ class TestRunning:
         async def caller() -> int:
             return flow.run()[inner]  # a blocking call from async code
 
-        assert asyncio.run(caller()) == 7
+        assert 7 == asyncio.run(caller())
 
     @pytest.mark.parametrize(
         "executor", ["inline", "threads", "processes", "custom"], ids=str
@@ -251,8 +251,8 @@ class TestRunning:
                 result = runner.run(flow, executor=pool)
         else:
             result = runner.run(flow, executor=executor)
-        assert result[total_of_squares] == 30
-        assert result[square] == [1, 4, 9, 16]
+        assert 30 == result[total_of_squares]
+        assert [1, 4, 9, 16] == result[square]
 
     def test_unknown_executor_is_rejected(self, runner: Runner) -> None:
         with pytest.raises(fd.DefinitionError, match="executor must be"):
@@ -281,8 +281,8 @@ class TestBatch:
             return sum(doubled)
 
         result = runner.run(fd.Flow("batch-workflow", [start, double, total]))
-        assert result["total"] == 120
-        assert result[total] == 120
+        assert 120 == result["total"]
+        assert 120 == result[total]
         assert [20, 40, 60] == result[double] == result["doubled"] == result["double"]
 
     @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -329,8 +329,8 @@ class TestBatch:
             return len(out)
 
         result = runner.run(fd.Flow("empty", [nothing, work, count]))
-        assert result["out"] == []
-        assert result[count] == 0
+        assert [] == result["out"]
+        assert 0 == result[count]
 
     @pytest.mark.parametrize(
         "bad",
@@ -430,7 +430,7 @@ class TestBatch:
             return len(out)
 
         result = runner.run(fd.Flow("lazy", [items, work, count]))
-        assert result[count] == 1_000_000
+        assert 1_000_000 == result[count]
         assert peak_ahead[0] <= 4
 
     def test_extra_worker_parameters_are_shared(self, runner: Runner) -> None:
@@ -446,8 +446,8 @@ class TestBatch:
             return item * factor + offset
 
         result = runner.run(fd.Flow("shared", [numbers, factor, scale]), {"offset": 1})
-        assert result["scaled"] == [4, 7, 10, 13]
-        assert calls == [1]
+        assert [4, 7, 10, 13] == result["scaled"]
+        assert [1] == calls
 
     @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
     def test_on_error_raise(self, runner: Runner, is_async: bool) -> None:
@@ -478,8 +478,8 @@ class TestBatch:
         with pytest.raises(fd.FlowFailed, match="item 2") as info:
             runner.run(fd.Flow("raise", [items, work]))
         result = info.value.result
-        assert result.status == "failed"
-        assert started == [0, 1, 2]  # items not yet started were not started
+        assert "failed" == result.status
+        assert [0, 1, 2] == started  # items not yet started were not started
         (error,) = result.errors
         assert (error.node_id, error.item_index, error.attempts) == ("work", 2, 1)
         assert isinstance(info.value.__cause__, ValueError)
@@ -509,9 +509,9 @@ class TestBatch:
             return list(range(10))
 
         result = runner.run(fd.Flow("skip", [items, work]))
-        assert result.status == "completed"
-        assert result["out"] == [1, 2, 4, 5, 7, 8]
-        assert [e.item_index for e in result.errors] == [0, 3, 6, 9]
+        assert "completed" == result.status
+        assert [1, 2, 4, 5, 7, 8] == result["out"]
+        assert [0, 3, 6, 9] == [e.item_index for e in result.errors]
         assert all(isinstance(e.exception, ValueError) for e in result.errors)
 
     def test_on_error_collect(self, runner: Runner) -> None:
@@ -524,11 +524,11 @@ class TestBatch:
             return 1 / item
 
         result = runner.run(fd.Flow("collect", [items, invert]))
-        assert result.status == "completed"
+        assert "completed" == result.status
         first, error, last = result["out"]
         assert (first, last) == (1.0, 0.5)
         assert isinstance(error, fd.ItemError)
-        assert error.index == 1
+        assert 1 == error.index
         assert isinstance(error.exception, ZeroDivisionError)
 
 
@@ -552,11 +552,11 @@ class TestFailure:
         with pytest.raises(fd.FlowFailed, match="'broken'") as info:
             runner.run(flow)
         result = info.value.result
-        assert dict(result.outputs) == {"ok": 1}
+        assert {"ok": 1} == dict(result.outputs)
         assert isinstance(info.value.__cause__, KeyError)
-        assert dict(
+        assert {"ok": "completed", "broken": "failed", "downstream": "not_run"} == dict(
             result.node_status
-        ) == {"ok": "completed", "broken": "failed", "downstream": "not_run"}
+        )
         with pytest.raises(KeyError, match=r"'downstream'.*not_run"):
             result[downstream]
 
@@ -566,7 +566,7 @@ class TestFailure:
             raise ValueError("no")
 
         result = runner.run(fd.Flow("fails", [broken]), check=False)
-        assert result.status == "failed"
+        assert "failed" == result.status
         assert not result.ok
         (error,) = result.errors
         assert (error.node_id, error.item_index) == ("broken", None)
@@ -585,6 +585,6 @@ class TestFromModule:
         from . import sample_pipeline
 
         flow = fd.Flow.from_module(sample_pipeline)
-        assert flow.id == "tests.sample_pipeline"
-        assert [n.id for n in flow.nodes] == ["a", "b"]
-        assert runner.run(flow)["b"] == 10
+        assert "tests.sample_pipeline" == flow.id
+        assert ["a", "b"] == [n.id for n in flow.nodes]
+        assert 10 == runner.run(flow)["b"]

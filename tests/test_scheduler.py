@@ -77,30 +77,30 @@ class TestReadiness:
 
     def test_roots_start_first(self) -> None:
         s = scheduler([a, b, c, d])
-        assert ids(s.start(0.0)) == ["a"]
+        assert ["a"] == ids(s.start(0.0))
 
     def test_fan_out_then_join(self) -> None:
         s = scheduler([a, b, c, d])
         (cmd_a,) = s.start(0.0)
         fan = s.node_done(cmd_a, 1, 1.0)
-        assert ids(fan) == ["b", "c"]
-        assert fan[0].kwargs == {"a": 1}
-        assert s.node_done(fan[0], 2, 2.0) == []  # d still waits for c
+        assert ["b", "c"] == ids(fan)
+        assert {"a": 1} == fan[0].kwargs
+        assert [] == s.node_done(fan[0], 2, 2.0)  # d still waits for c
         (cmd_d,) = s.node_done(fan[1], 3, 3.0)
-        assert cmd_d.kwargs == {"b": 2, "c": 3}
-        assert s.node_done(cmd_d, 5, 4.0) == []
+        assert {"b": 2, "c": 3} == cmd_d.kwargs
+        assert [] == s.node_done(cmd_d, 5, 4.0)
         assert s.finished
         result = s.result(4.0)
-        assert result.status == "completed"
-        assert dict(result.outputs) == {"a": 1, "b": 2, "c": 3, "d": 5}
-        assert result.timings["d"] == 1.0  # started at 3.0, finished at 4.0
+        assert "completed" == result.status
+        assert {"a": 1, "b": 2, "c": 3, "d": 5} == dict(result.outputs)
+        assert 1.0 == result.timings["d"]  # started at 3.0, finished at 4.0
 
     def test_only_work_in_flight_runs_inline(self) -> None:
         s = scheduler([a, b, c, d])
         (cmd_a,) = s.start(0.0)
         assert cmd_a.inline  # nothing else could run meanwhile
         fan = s.node_done(cmd_a, 1, 1.0)
-        assert [cmd.inline for cmd in fan] == [False, False]
+        assert [False, False] == [cmd.inline for cmd in fan]
 
     def test_inline_executor_runs_every_sync_command_inline(self) -> None:
         s = scheduler([a, b, c, d], inline_sync=True)
@@ -114,7 +114,7 @@ class TestReadiness:
 
         s = scheduler([greet], inputs={"name": "Ada"})
         (cmd,) = s.start(0.0)
-        assert cmd.kwargs == {"name": "Ada"}
+        assert {"name": "Ada"} == cmd.kwargs
 
 
 class TestConcurrency:
@@ -124,14 +124,14 @@ class TestConcurrency:
         s = scheduler([a, b, c, d], concurrency=1)
         (cmd_a,) = s.start(0.0)
         (first,) = s.node_done(cmd_a, 1, 1.0)
-        assert first.node.id == "b"
+        assert "b" == first.node.id
         (second,) = s.node_done(first, 2, 2.0)
-        assert second.node.id == "c"
+        assert "c" == second.node.id
 
     def test_sync_slots_bound_executor_commands(self) -> None:
         s = scheduler([a, b, c, d], sync_slots=1)
         (cmd_a,) = s.start(0.0)
-        assert ids(s.node_done(cmd_a, 1, 1.0)) == ["b"]
+        assert ["b"] == ids(s.node_done(cmd_a, 1, 1.0))
 
 
 class TestBatch:
@@ -151,56 +151,56 @@ class TestBatch:
                 yield i
 
         commands = self.start_batch(s, items())
-        assert [c.start for c in commands] == [0, 1]
-        assert len(pulled) == 2  # lazily: nothing beyond concurrency=2
+        assert [0, 1] == [c.start for c in commands]
+        assert 2 == len(pulled)  # lazily: nothing beyond concurrency=2
 
     def test_results_gathered_in_input_order_whatever_the_finish_order(self) -> None:
         s = scheduler([source, work, after])
         first, second = self.start_batch(s, [10, 20, 30])
         (third,) = s.items_done(second, [21], 2.0)  # item 1 finishes first
-        assert third.start == 2
-        assert s.items_done(third, [31], 3.0) == []
+        assert 2 == third.start
+        assert [] == s.items_done(third, [31], 3.0)
         (cmd_after,) = s.items_done(first, [11], 4.0)
-        assert cmd_after.kwargs == {"gathered": [11, 21, 31]}
+        assert {"gathered": [11, 21, 31]} == cmd_after.kwargs
 
     def test_shared_parameters_resolved_once(self) -> None:
         s = scheduler([source, work, after], inputs={"offset": 5})
         commands = self.start_batch(s, [1, 2])
         assert all(c.kwargs is commands[0].kwargs for c in commands)
-        assert commands[0].kwargs == {"offset": 5}
+        assert {"offset": 5} == commands[0].kwargs
 
     def test_empty_input_gives_empty_list_and_downstream_runs(self) -> None:
         s = scheduler([source, work, after])
         (cmd_after,) = self.start_batch(s, [])
-        assert cmd_after.kwargs == {"gathered": []}
+        assert {"gathered": []} == cmd_after.kwargs
 
     @pytest.mark.parametrize("bad", [None, 5, "abc", b"abc", {"k": 1}])
     def test_bad_input_fails_the_batch_naming_it_and_its_producer(
         self, bad: Any
     ) -> None:
         s = scheduler([source, work, after])
-        assert self.start_batch(s, bad) == []
+        assert [] == self.start_batch(s, bad)
         assert s.finished
         result = s.result(1.0)
-        assert result.status == "failed"
+        assert "failed" == result.status
         (error,) = result.errors
         assert isinstance(error.exception, fd.BatchInputError)
         assert "'work'" in str(error.exception)
         assert "'source'" in str(error.exception)
-        assert result.node_status["after"] == "not_run"
+        assert "not_run" == result.node_status["after"]
 
     def test_chunks_hold_up_to_chunk_size_items(self) -> None:
         s = scheduler([source, collecting])
         commands = self.start_batch(s, range(7))
-        assert [c.items for c in commands] == [[0, 1, 2], [3, 4, 5], [6]]
+        assert [[0, 1, 2], [3, 4, 5], [6]] == [c.items for c in commands]
 
     def test_collect_puts_item_errors_in_their_slots(self) -> None:
         s = scheduler([source, collecting])
         (chunk,) = self.start_batch(s, [1, 2, 3])
         boom = ValueError("boom")
-        assert s.items_done(chunk, [1, Failure(boom), 3], 2.0) == []
+        assert [] == s.items_done(chunk, [1, Failure(boom), 3], 2.0)
         result = s.result(2.0)
-        assert result.status == "completed"
+        assert "completed" == result.status
         assert [1, fd.ItemError(1, boom), 3] == result.outputs["collected"]
 
     def test_skip_leaves_failed_items_out_and_reports_them(self) -> None:
@@ -211,25 +211,25 @@ class TestBatch:
         s.items_done(two, [Failure(boom)], 2.0)
         s.items_done(three, [3], 2.0)
         result = s.result(2.0)
-        assert result.status == "completed"
-        assert result.outputs["skipped"] == [1, 3]
+        assert "completed" == result.status
+        assert [1, 3] == result.outputs["skipped"]
         assert [fd.RunError("skipping", 1, 1, boom)] == list(result.errors)
 
     def test_raise_stops_pulling_and_fails_the_run(self) -> None:
         s = scheduler([source, work, after])
         first, second = self.start_batch(s, iter(range(100)))
         boom = ValueError("boom")
-        assert s.items_done(first, [Failure(boom)], 2.0) == []
+        assert [] == s.items_done(first, [Failure(boom)], 2.0)
         assert not s.finished  # item 1 is still in flight
-        assert s.items_done(second, [1], 3.0) == []
+        assert [] == s.items_done(second, [1], 3.0)
         assert s.finished
         result = s.result(3.0)
-        assert result.status == "failed"
+        assert "failed" == result.status
         assert [fd.RunError("work", 0, 1, boom)] == list(result.errors)
         assert "gathered" not in result.outputs
-        assert dict(
+        assert {"source": "completed", "work": "failed", "after": "not_run"} == dict(
             result.node_status
-        ) == {"source": "completed", "work": "failed", "after": "not_run"}
+        )
 
 
 class TestFailure:
@@ -240,15 +240,15 @@ class TestFailure:
         (cmd_a,) = s.start(0.0)
         cmd_b, cmd_c = s.node_done(cmd_a, 1, 1.0)
         boom = RuntimeError("boom")
-        assert s.node_failed(cmd_b, boom, 2.0) == []
+        assert [] == s.node_failed(cmd_b, boom, 2.0)
         assert not s.finished
-        assert s.node_done(cmd_c, 3, 3.0) == []
+        assert [] == s.node_done(cmd_c, 3, 3.0)
         assert s.finished
         result = s.result(3.0)
-        assert dict(result.outputs) == {"a": 1, "c": 3}
-        assert (
+        assert {"a": 1, "c": 3} == dict(result.outputs)
+        assert {"a": "completed", "b": "failed", "c": "completed", "d": "not_run"} == (
             dict(result.node_status)
-        ) == {"a": "completed", "b": "failed", "c": "completed", "d": "not_run"}
+        )
 
 
 class TestPurity:
