@@ -27,6 +27,7 @@ lint: $(BIN)/.installed-dev
 
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy --strict flowdsl examples tests/typing
+	$(BIN)/pyright --pythonpath $(BIN)/python tests/typing examples
 
 pytest: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q
