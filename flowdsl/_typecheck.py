@@ -185,13 +185,33 @@ def scatter_problem(tp: Any) -> str | None:
 
 
 def describe(tp: Any) -> str:
-    """A short, readable name for a type, as a user would write it."""
-    tp = _normalize(tp) if tp is not None else tp
+    """A short, readable name for a type, spelled the same on every Python.
+
+    `typing.List[int]` and `list[int]` both read `list[int]`; unions read
+    `int | None`.
+    """
+    tp = _normalize(tp)
     if tp is _NoneType:
         return "None"
     if tp is Any:
         return "Any"
-    if isinstance(tp, type) and not te.get_args(tp):
+    if tp is Ellipsis:
+        return "..."
+    args = te.get_args(tp)
+    if _is_union(tp):
+        return " | ".join(describe(a) for a in args)
+    if _is_literal(tp):
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    origin = _origin(tp)
+    if origin is not None and args and origin is not _CALLABLE:
+        inner = ", ".join(
+            "[" + ", ".join(map(describe, a)) + "]"
+            if isinstance(a, list)
+            else describe(a)
+            for a in args
+        )
+        return f"{describe(origin)}[{inner}]"
+    if isinstance(tp, type):
         return tp.__qualname__ if tp.__module__ == "builtins" else tp.__name__
     text = repr(tp)
     for prefix in ("typing_extensions.", "typing.", "collections.abc."):

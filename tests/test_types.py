@@ -243,7 +243,7 @@ class TestBatchTypes:
         def total(labels: list[int]) -> int:
             return sum(labels)
 
-        with pytest.raises(fd.BlueprintError, match="'label' gathers List\\[str\\]"):
+        with pytest.raises(fd.BlueprintError, match="'label' gathers list\\[str\\]"):
             fd.Flow("gathered", [numbers, label, total])
 
     def test_collect_mode_gathers_item_errors_too(self, runner: Runner) -> None:
@@ -339,3 +339,27 @@ class TestValidateInputs:
             return value
 
         assert "text" == runner.run(fd.Flow("echo", [echo]), {"value": "text"})[echo]
+
+
+class TestDescribe:
+    """Types in messages read the same on every Python, as users write them."""
+
+    @pytest.mark.parametrize(
+        ("annotation", "text"),
+        [
+            (List[int], "list[int]"),
+            (Optional[int], "int | None"),
+            (Dict[str, List[Animal]], "dict[str, list[Animal]]"),
+            (Tuple[int, ...], "tuple[int, ...]"),
+            (Sequence[str], "Sequence[str]"),
+            (Literal["a", 1], "Literal['a', 1]"),
+            (UserId, "int"),
+            (None, "None"),
+            (Any, "Any"),
+        ],
+        ids=str,
+    )
+    def test_describe(self, annotation: Any, text: str) -> None:
+        from flowdsl._typecheck import describe
+
+        assert text == describe(annotation)
