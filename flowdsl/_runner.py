@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import queue
 import threading
 import time
@@ -36,27 +37,28 @@ def run_node(node: BaseNode, kwargs: Mapping[str, Any]) -> Any:
 
 
 def run_chunk(
-    node: BaseNode, items: Iterable[Any], kwargs: Mapping[str, Any] | list[Any]
+    node: BaseNode,
+    items: Iterable[Any],
+    kwargs: Mapping[str, Any] | list[Any],
+    stop_on_error: bool,
 ) -> list[Any]:
     """Call a sync batch worker on each item; a raised exception becomes a Failure.
 
     `kwargs` is shared by every item, or a list with one mapping per item.
+    With `stop_on_error`, the items after a failure are not started, and the
+    outcomes end at the failure.
     """
     fn = node.fn
     outcomes: list[Any] = []
     append = outcomes.append
-    if isinstance(kwargs, list):
-        for item, item_kwargs in zip(items, kwargs):
-            try:
-                append(fn(item, **item_kwargs))
-            except Exception as exc:
-                append(Failure(exc))
-        return outcomes
-    for item in items:
+    per_item = kwargs if isinstance(kwargs, list) else itertools.repeat(kwargs)
+    for item, item_kwargs in zip(items, per_item):
         try:
-            append(fn(item, **kwargs))
+            append(fn(item, **item_kwargs))
         except Exception as exc:
             append(Failure(exc))
+            if stop_on_error:
+                break
     return outcomes
 
 
@@ -127,7 +129,12 @@ class _Driver:
                 command.node.node,
                 self._kwargs(command.node, command.kwargs, None),
             )
-        return run_chunk, (command.node.node, command.items, self._item_kwargs(command))
+        return run_chunk, (
+            command.node.node,
+            command.items,
+            self._item_kwargs(command),
+            command.node.on_error == "raise",
+        )
 
     def _coroutine(self, command: Command) -> Coroutine[Any, Any, Any]:
         node = command.node

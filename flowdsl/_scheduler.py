@@ -161,8 +161,12 @@ class Scheduler:
     def items_done(
         self, command: RunItems, outcomes: Sequence[Any], now: float
     ) -> list[Command]:
-        """The items of `command` finished; `outcomes[i]` is the value of item
-        `command.start + i`, or a `Failure` if it raised."""
+        """The items of `command` finished.
+
+        `outcomes[i]` is the value of item `command.start + i`, or a
+        `Failure` if it raised. Fewer outcomes than items means the worker
+        stopped at a failure and the rest never started.
+        """
         self._command_finished(command)
         run = self._batches[command.node.id]
         results = run.results
@@ -173,7 +177,7 @@ class Scheduler:
             else:
                 results[index] = outcome
             index += 1
-        count = len(outcomes)
+        count = len(command.items)
         run.in_flight -= count
         self._items -= count
         if run.exhausted and run.in_flight == 0:

@@ -588,3 +588,26 @@ class TestFromModule:
         assert "tests.sample_pipeline" == flow.id
         assert ["a", "b"] == [n.id for n in flow.nodes]
         assert 10 == runner.run(flow)["b"]
+
+
+class TestChunks:
+    """Chunked items behave like single items, whatever the executor."""
+
+    @pytest.mark.parametrize("executor", ["inline", "threads"])
+    def test_raise_stops_inside_a_chunk(self, runner: Runner, executor: str) -> None:
+        started: list[int] = []
+
+        @fd.node
+        def items() -> list[int]:
+            return list(range(10))
+
+        @fd.batch(input=items, output="out", chunk_size=5, concurrency=5)
+        def work(item: int) -> int:
+            started.append(item)
+            if item == 1:
+                raise ValueError("stop here")
+            return item
+
+        with pytest.raises(fd.FlowFailed, match="item 1"):
+            runner.run(fd.Flow("chunk", [items, work]), executor=executor)
+        assert [0, 1] == started

@@ -232,6 +232,26 @@ class TestBatch:
         )
 
 
+class TestChunkedRaise:
+    """A worker that stops at a failure reports only the items it started."""
+
+    def test_short_outcomes_release_the_whole_chunk(self) -> None:
+        @fd.batch(input=source, output="chunked", chunk_size=3)
+        def chunked(item: int) -> int:
+            return item
+
+        s = scheduler([source, chunked])
+        (cmd,) = s.start(0.0)
+        (chunk, rest) = s.node_done(cmd, [1, 2, 3, 4], 1.0)
+        assert [1, 2, 3] == chunk.items
+        boom = ValueError("boom")
+        assert [] == s.items_done(chunk, [1, Failure(boom)], 2.0)
+        assert not s.finished
+        assert [] == s.items_done(rest, [4], 3.0)
+        assert s.finished
+        assert [fd.RunError("chunked", 1, 1, boom)] == list(s.result(3.0).errors)
+
+
 class TestFailure:
     """A failed node stops new work; work in flight finishes and is kept."""
 
