@@ -24,6 +24,7 @@ from ._result import RunResult as RunResult
 from .exceptions import BatchInputError as BatchInputError
 from .exceptions import BlueprintError as BlueprintError
 from .exceptions import DefinitionError as DefinitionError
+from .exceptions import ExpressionError as ExpressionError
 from .exceptions import FlowdslError as FlowdslError
 from .exceptions import FlowFailed as FlowFailed
 from .exceptions import FlowWarning as FlowWarning
@@ -39,6 +40,7 @@ __all__ = [
     "Context",
     "DefinitionError",
     "EdgeSpec",
+    "ExpressionError",
     "Flow",
     "FlowdslError",
     "FlowFailed",

@@ -11,6 +11,7 @@ __all__ = [
     "BatchInputError",
     "BlueprintError",
     "DefinitionError",
+    "ExpressionError",
     "FlowFailed",
     "FlowWarning",
     "FlowdslError",
@@ -27,6 +28,14 @@ class DefinitionError(FlowdslError, ValueError):
 
     Raised when a decorator is applied with bad options, or when a function
     cannot be a node at all (a generator, a lambda without an id).
+    """
+
+
+class ExpressionError(DefinitionError):
+    """A condition string is not a valid, safe flowdsl expression.
+
+    Raised when the expression is parsed (when the decorator or flow is
+    built), never while it is evaluated.
     """
 
 

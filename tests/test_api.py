@@ -24,6 +24,7 @@ class TestExports:
             "Context",
             "DefinitionError",
             "EdgeSpec",
+            "ExpressionError",
             "Flow",
             "FlowdslError",
             "FlowFailed",
