@@ -18,6 +18,7 @@ from ._nodes import From as From
 from ._nodes import Node as Node
 from ._nodes import batch as batch
 from ._nodes import node as node
+from ._result import Action as Action
 from ._result import ItemError as ItemError
 from ._result import RunError as RunError
 from ._result import RunResult as RunResult
@@ -31,6 +32,7 @@ from .exceptions import FlowWarning as FlowWarning
 from .exceptions import MissingInputError as MissingInputError
 
 __all__ = [
+    "Action",
     "AsyncBatchNode",
     "AsyncNode",
     "BatchInputError",

@@ -214,11 +214,20 @@ class Blueprint:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, Mapping):
             problems.append(f"'metadata' must be a mapping, got {metadata!r}")
+        unknown = set(data) - {"id", "nodes", "edges", "metadata"}
+        if unknown:
+            problems.append(f"unknown top-level fields {_names(unknown)}")
         ids = [n.id for n in nodes]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             problems.append(f"duplicate node ids: {', '.join(map(repr, dupes))}")
-        known = set(ids)
+        # A node rejected above still names itself: no second problem per edge.
+        raw_nodes = data.get("nodes") if isinstance(data.get("nodes"), list) else []
+        known = set(ids) | {
+            n["id"]
+            for n in raw_nodes
+            if isinstance(n, Mapping) and isinstance(n.get("id"), str)
+        }
         for edge in edges:
             for end in (edge.source, edge.target):
                 if end not in known:
@@ -229,6 +238,10 @@ class Blueprint:
         if problems:
             raise BlueprintError(name, problems)
         return cls(id=name, nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _names(keys: Iterable[Any]) -> str:
+    return "[" + ", ".join(sorted(repr(k) for k in keys)) + "]"
 
 
 def _load_list(
@@ -270,7 +283,7 @@ def _load_node(index: int, raw: Any, problems: list[str]) -> NodeSpec | None:
         problems.append(f"{where}.inputs must be a string or a mapping of strings")
     unknown = set(raw) - {"id", "uses", "params", "inputs", "config"}
     if unknown:
-        problems.append(f"{where} has unknown fields {sorted(unknown)}")
+        problems.append(f"{where} has unknown fields {_names(unknown)}")
     if len(problems) > start:
         return None
     return NodeSpec(
@@ -296,7 +309,7 @@ def _load_edge(index: int, raw: Any, problems: list[str]) -> EdgeSpec | None:
             problems.append(f"{where}.{field} must be a string")
     unknown = set(raw) - {"source", "target", "action", "condition", "transform"}
     if unknown:
-        problems.append(f"{where} has unknown fields {sorted(unknown)}")
+        problems.append(f"{where} has unknown fields {_names(unknown)}")
     if len(problems) > start:
         return None
     return EdgeSpec(

@@ -43,7 +43,11 @@ class Flow:
     """
 
     def __init__(self, id: str, nodes: Iterable[NodeLike]) -> None:
-        items = list(nodes) if isinstance(nodes, Iterable) else nodes
+        items = (
+            list(nodes)
+            if isinstance(nodes, Iterable) and not isinstance(nodes, (str, bytes))
+            else nodes
+        )
         plan, bindings = compile_flow(id, items)
         self._id = id
         self._plan = plan
@@ -194,7 +198,7 @@ class Flow:
         given = dict(inputs or {})
         known = set(plan.required_inputs) | set(plan.optional_inputs)
         unknown = sorted(set(given) - known)
-        if unknown:
+        if unknown and not plan.open_inputs:
             hints = []
             for name in unknown:
                 close = difflib.get_close_matches(name, sorted(known), n=1)

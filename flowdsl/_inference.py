@@ -194,10 +194,21 @@ def bind_parameters(
         if source is not None:
             key = aliases.get(source.key, source.key)
             bindings.append(
-                Binding(param.name, "source", key, explicit=True, annotation=hint)
+                Binding(
+                    param.name,
+                    "source",
+                    key,
+                    explicit=True,
+                    required=required,
+                    annotation=hint,
+                )
             )
         elif param.name in producers:
-            bindings.append(Binding(param.name, "source", param.name, annotation=hint))
+            bindings.append(
+                Binding(
+                    param.name, "source", param.name, required=required, annotation=hint
+                )
+            )
         else:
             bindings.append(
                 Binding(

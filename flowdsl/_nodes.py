@@ -17,8 +17,10 @@ from typing import (
     Callable,
     Coroutine,
     Generic,
+    Iterable,
     Literal,
     Mapping,
+    Sequence,
     TypeVar,
     Union,
     overload,
@@ -46,6 +48,101 @@ T = TypeVar("T")
 
 OnError = Literal["raise", "skip", "collect"]
 _ON_ERROR_MODES = ("raise", "skip", "collect")
+Join = Literal["all", "any"]
+#: A node or the id of one.
+NodeRef = Union["BaseNode", str]
+#: A `when=` condition: an expression string, or `(values, ctx) -> bool`.
+Condition = Union[str, Callable[[Mapping[str, Any], Any], bool]]
+
+
+@attrs.frozen
+class NodeOptions:
+    """The scheduling options every node and batch accepts.
+
+    Attributes:
+        inline: Always run a sync node on the scheduler's thread.
+        on: `(producer id, action)`: run only when the producer returned
+            `fd.Action(action, ...)`.
+        when: A condition (an `Expression` or a callable) the node runs under.
+        join: `"all"` waits for every predecessor; `"any"` runs on the first.
+        after: Ids of nodes this one waits for without reading their value.
+    """
+
+    inline: bool = False
+    on: tuple[str, str] | None = None
+    when: Any = None
+    join: Join = "all"
+    after: tuple[str, ...] = ()
+
+
+def make_options(
+    name: str,
+    *,
+    inline: bool = False,
+    on: tuple[NodeRef, str] | None = None,
+    when: Condition | None = None,
+    join: Join = "all",
+    after: Sequence[NodeRef] = (),
+) -> NodeOptions:
+    """Check the options of node `name` and gather them.
+
+    Raises:
+        DefinitionError: An option has a wrong type or value.
+    """
+    if not isinstance(inline, bool):
+        raise DefinitionError(
+            f"node {name!r}: inline must be True or False, got {inline!r}."
+        )
+    route = None
+    if on is not None:
+        if (
+            not isinstance(on, tuple)
+            or len(on) != 2
+            or not isinstance(on[1], str)
+            or not on[1]
+        ):
+            raise DefinitionError(
+                f"node {name!r}: on must be (producer, 'action'), got {on!r}; "
+                "e.g. on=(classify, 'approved')."
+            )
+        route = (_ref(name, "on", on[0]), on[1])
+    condition: Any = None
+    if isinstance(when, str):
+        from ._expr import parse_expression
+
+        condition = parse_expression(when)
+    elif callable(when):
+        condition = when
+    elif when is not None:
+        raise DefinitionError(
+            f"node {name!r}: when must be an expression string or a callable "
+            f"(values, ctx) -> bool, got {when!r}."
+        )
+    if join not in ("all", "any"):
+        raise DefinitionError(
+            f"node {name!r}: join must be 'all' or 'any', got {join!r}."
+        )
+    if isinstance(after, (str, BaseNode)) or not isinstance(after, Iterable):
+        raise DefinitionError(
+            f"node {name!r}: after must be a list of nodes or ids, got {after!r}."
+        )
+    return NodeOptions(
+        inline=inline,
+        on=route,
+        when=condition,
+        join=join,
+        after=tuple(_ref(name, "after", a) for a in after),
+    )
+
+
+def _ref(name: str, option: str, value: Any) -> str:
+    if isinstance(value, BaseNode):
+        return value.id
+    if isinstance(value, str) and value:
+        return value
+    raise DefinitionError(
+        f"node {name!r}: {option} names nodes by node object or id, got {value!r}."
+    )
 
 
 class BaseNode:
@@ -60,7 +157,7 @@ class BaseNode:
         key: The name downstream parameters use to read this node's value:
             the id for a node, the `output` key for a batch.
         is_async: Whether `fn` is a coroutine function.
-        inline: Whether a sync node always runs on the scheduler's thread.
+        options: Its scheduling options.
     """
 
     __test__ = False  # keep pytest from collecting nodes named test_*
@@ -68,7 +165,7 @@ class BaseNode:
     fn: Callable[..., Any]
     id: str
     is_async: bool
-    inline: bool
+    options: NodeOptions
     signature: inspect.Signature
     #: Local names where the node was defined inside a function, for
     #: resolving string annotations (`from __future__ import annotations`).
@@ -79,7 +176,7 @@ class BaseNode:
         fn: Callable[..., Any],
         *,
         id: str | None,
-        inline: bool,
+        options: Mapping[str, Any],
         localns: Mapping[str, Any] | None = None,
     ) -> None:
         _check_function(fn, id)
@@ -88,15 +185,10 @@ class BaseNode:
                 f"node id must be a non-empty string, got {id!r} for {_describe(fn)}; "
                 "pass id='some_name' or leave it out to use the function's name."
             )
-        if not isinstance(inline, bool):
-            raise DefinitionError(
-                f"node {id or fn.__name__!r}: inline must be True or False, "
-                f"got {inline!r}."
-            )
         self.fn = fn
         self.id = id if id is not None else fn.__name__
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.inline = inline
+        self.options = make_options(self.id, **options)
         self.signature = _signature(fn, self.id)
         self.localns = localns or {}
         functools.update_wrapper(self, fn)
@@ -104,6 +196,10 @@ class BaseNode:
     @property
     def key(self) -> str:
         return self.id
+
+    @property
+    def inline(self) -> bool:
+        return self.options.inline
 
     @property
     def reference(self) -> str:
@@ -171,13 +267,13 @@ class _BatchBase(BaseNode):
         input: str | BaseNode,
         output: str | None,
         id: str | None,
-        inline: bool,
+        options: Mapping[str, Any],
         concurrency: int | None,
         chunk_size: int,
         on_error: OnError,
         localns: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(fn, id=id, inline=inline, localns=localns)
+        super().__init__(fn, id=id, options=options, localns=localns)
         name = self.id
         if isinstance(input, BaseNode):
             self.input = input.key
@@ -211,10 +307,11 @@ class _BatchBase(BaseNode):
             inspect.Parameter.POSITIONAL_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         ):
+            found = f"starts with {params[0]}" if params else "has no parameters"
             raise DefinitionError(
-                f"batch {name!r}: the worker's first parameter receives one item, "
-                f"but {_describe(fn)} has none; add one, e.g. def {fn.__name__}"
-                "(item, ...)."
+                f"batch {name!r}: the worker's first parameter receives each item, "
+                f"so it must be positional, but {_describe(fn)} {found}; e.g. "
+                f"def {fn.__name__}(item, ...)."
             )
 
     @property
@@ -261,9 +358,9 @@ if TYPE_CHECKING:
 class _NodeDecorator:
     """The decorator `@node(...)` returns when given options."""
 
-    def __init__(self, *, id: str | None, inline: bool) -> None:
+    def __init__(self, id: str | None, options: dict[str, Any]) -> None:
         self._id = id
-        self._inline = inline
+        self._options = options
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -274,9 +371,7 @@ class _NodeDecorator:
     def __call__(self, fn: Callable[P, R], /) -> Node[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any], /) -> Any:
-        return _make_node(
-            fn, id=self._id, inline=self._inline, localns=_caller_locals()
-        )
+        return _make_node(fn, self._id, self._options, _caller_locals())
 
 
 @overload
@@ -290,7 +385,15 @@ def node(fn: Callable[P, R], /) -> Node[P, R]: ...
 
 
 @overload
-def node(*, id: str | None = None, inline: bool = False) -> _NodeDecorator: ...
+def node(
+    *,
+    id: str | None = None,
+    inline: bool = False,
+    on: tuple[NodeRef, str] | None = None,
+    when: Condition | None = None,
+    join: Join = "all",
+    after: Sequence[NodeRef] = (),
+) -> _NodeDecorator: ...
 
 
 def node(
@@ -299,6 +402,10 @@ def node(
     *,
     id: str | None = None,
     inline: bool = False,
+    on: tuple[NodeRef, str] | None = None,
+    when: Condition | None = None,
+    join: Join = "all",
+    after: Sequence[NodeRef] = (),
 ) -> Any:
     """Mark a function as a flow node.
 
@@ -315,6 +422,14 @@ def node(
             a lambda.
         inline: Always run this sync node on the scheduler's own thread (for
             cheap pure functions: no thread hop).
+        on: `(producer, "action")`: run only when `producer` returns
+            `fd.Action("action", value)`; otherwise the node is skipped.
+        when: A condition: an expression string over upstream outputs and
+            flow inputs (`"score > 0.5"`), or a callable `(values, ctx) ->
+            bool`. When false, the node is skipped.
+        join: `"all"` (wait for every predecessor that is not skipped) or
+            `"any"` (run once, on the first predecessor to finish).
+        after: Nodes (or ids) to wait for without reading their values.
 
     Returns:
         A `Node` (or `AsyncNode`) wrapping `fn`, or a decorator that makes one.
@@ -323,22 +438,22 @@ def node(
         DefinitionError: `fn` cannot be a node (a generator, a lambda without
             an id, not callable) or an option is invalid.
     """
+    options = {"inline": inline, "on": on, "when": when, "join": join, "after": after}
     if fn is None:
-        return _NodeDecorator(id=id, inline=inline)
-    return _make_node(fn, id=id, inline=inline, localns=_caller_locals())
+        return _NodeDecorator(id, options)
+    return _make_node(fn, id, options, _caller_locals())
 
 
 def _make_node(
     fn: Callable[..., Any],
-    *,
     id: str | None,
-    inline: bool,
+    options: Mapping[str, Any],
     localns: Mapping[str, Any] | None = None,
 ) -> BaseNode:
     if isinstance(fn, BaseNode):
         raise DefinitionError(f"{fn!r} is already a node; decorate it only once.")
     cls = AsyncNode if inspect.iscoroutinefunction(fn) else Node
-    return cls(fn, id=id, inline=inline, localns=localns)
+    return cls(fn, id=id, options=options, localns=localns)
 
 
 def _caller_locals() -> Mapping[str, Any] | None:
@@ -380,13 +495,17 @@ class _BatchDecorator:
 
 def batch(
     *,
-    input: str | BaseNode,
+    input: NodeRef,
     output: str | None = None,
     id: str | None = None,
-    inline: bool = False,
     concurrency: int | None = None,
     chunk_size: int = 1,
     on_error: OnError = "raise",
+    inline: bool = False,
+    on: tuple[NodeRef, str] | None = None,
+    when: Condition | None = None,
+    join: Join = "all",
+    after: Sequence[NodeRef] = (),
 ) -> _BatchDecorator:
     """Mark a function as a batch worker: scatter, process each item, gather.
 
@@ -399,12 +518,16 @@ def batch(
         output: The key the gathered list is published under; defaults to the
             function's name.
         id: The batch's id; defaults to the function's name.
-        inline: Run a sync worker on the scheduler's thread.
         concurrency: At most this many items of this batch in flight.
         chunk_size: Items sent to an executor per call.
         on_error: `"raise"` (the batch fails; items not started are not
             started), `"skip"` (failed items are left out and reported), or
             `"collect"` (a failed item's slot holds an `fd.ItemError`).
+        inline: Run a sync worker on the scheduler's thread.
+        on: Run only on this `(producer, "action")` (see `node`).
+        when: Run only when this condition holds (see `node`).
+        join: `"all"` or `"any"` (see `node`).
+        after: Nodes to wait for without reading their values.
 
     Returns:
         A decorator that turns the worker into a `BatchNode`.
@@ -416,10 +539,16 @@ def batch(
         input=input,
         output=output,
         id=id,
-        inline=inline,
         concurrency=concurrency,
         chunk_size=chunk_size,
         on_error=on_error,
+        options={
+            "inline": inline,
+            "on": on,
+            "when": when,
+            "join": join,
+            "after": after,
+        },  # fmt: skip
     )
 
 
@@ -512,9 +641,23 @@ def _describe(fn: Any) -> str:
     return f"function {name!r}"
 
 
-def node_options(n: BaseNode) -> Mapping[str, Any]:
-    """The options of `n` that differ from their defaults (for blueprints)."""
-    opts: dict[str, Any] = {}
-    if n.inline:
-        opts["inline"] = True
-    return opts
+def node_options(n: BaseNode) -> dict[str, Any]:
+    """The options of `n` that differ from their defaults, as blueprint data."""
+    options = n.options
+    data: dict[str, Any] = {}
+    if options.inline:
+        data["inline"] = True
+    if options.on is not None:
+        data["on"] = {"source": options.on[0], "action": options.on[1]}
+    if options.when is not None:
+        source = getattr(options.when, "source", None)
+        if source is not None:
+            data["when"] = source
+        else:
+            fn = options.when
+            data["whenUses"] = f"{fn.__module__}:{getattr(fn, '__qualname__', fn)}"
+    if options.join != "all":
+        data["joinStrategy"] = options.join
+    if options.after:
+        data["after"] = list(options.after)
+    return data

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from ._nodes import BaseNode, OnError
+from ._nodes import BaseNode, Join, OnError
 
 __all__ = ["Plan", "PlanNode"]
 
@@ -35,6 +35,10 @@ class PlanNode:
         concurrency: For a batch, its own limit on items in flight.
         chunk_size: For a batch, items per executor call.
         on_error: For a batch, what a failed item does.
+        required: Parameters without a default.
+        on: `(producer id, action)` the node runs on, if routed.
+        when: Its condition (an `Expression` or a callable), if any.
+        join: `"all"` or `"any"`.
     """
 
     id: str
@@ -51,6 +55,10 @@ class PlanNode:
     concurrency: int | None = None
     chunk_size: int = 1
     on_error: OnError = "raise"
+    required: frozenset[str] = frozenset()
+    on: tuple[str, str] | None = None
+    when: Any = None
+    join: Join = "all"
 
     @property
     def is_batch(self) -> bool:
@@ -69,6 +77,8 @@ class Plan:
         optional_inputs: Each flow input with a default to its consumers.
         has_async: Whether any node is async (the sync face then needs a loop).
         input_types: Each flow input to `(node id, annotation)` per consumer.
+        open_inputs: Whether inputs no node declares are accepted (a callable
+            condition may read any input, so flowdsl cannot list them).
     """
 
     flow_id: str
@@ -78,3 +88,4 @@ class Plan:
     optional_inputs: Mapping[str, tuple[str, ...]]
     has_async: bool
     input_types: Mapping[str, tuple[tuple[str, Any], ...]]
+    open_inputs: bool = False

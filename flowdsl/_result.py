@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Mapping, TypeVar, overload
 
 import attrs
 
 from ._nodes import AsyncBatchNode, AsyncNode, BaseNode, BatchNode, Node
 
-__all__ = ["ItemError", "NodeStatus", "RunError", "RunResult", "RunStatus"]
+__all__ = ["Action", "ItemError", "NodeStatus", "RunError", "RunResult", "RunStatus"]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 RunStatus = Literal["completed", "failed"]
-#: `not_run`: never started, because the run stopped at a failure elsewhere;
-#: `stopped`: a batch that had started when the run stopped at such a failure.
-NodeStatus = Literal["completed", "failed", "not_run", "stopped"]
+#: `skipped`: on a branch not taken (its route or condition did not hold, or
+#: what it needs was skipped); `not_run`: never started, because the run
+#: stopped at a failure elsewhere; `stopped`: a batch that had started when
+#: the run stopped at such a failure.
+NodeStatus = Literal["completed", "failed", "skipped", "not_run", "stopped"]
+
+
+@attrs.frozen
+class Action(Generic[T]):
+    """A node's value, labelled with the route it takes.
+
+    Return `fd.Action("approved", value)` from a node; consumers declared
+    `@fd.node(on=(producer, "approved"))` run, others routed on the producer
+    are skipped. Parameters named after the producer receive `value`, and a
+    producer annotated `-> fd.Action[int]` is checked as producing an `int`.
+
+    Attributes:
+        name: The route taken.
+        value: The node's output.
+    """
+
+    name: str
+    value: T = None  # type: ignore[assignment]
 
 
 @attrs.frozen

@@ -92,6 +92,7 @@ class _Driver:
             concurrency=concurrency,
             sync_slots=executor.slots,
             inline_sync=executor.kind == "inline",
+            make_context=lambda node_id: Context(self.state, node_id),
         )
         self._choice = executor
         self._executor: Executor | None = executor.given

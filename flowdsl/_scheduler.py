@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping as AbcMapping
 from itertools import islice
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence, Union
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 from ._plan import Plan, PlanNode
-from ._result import ItemError, NodeStatus, RunError, RunResult
+from ._result import Action, ItemError, NodeStatus, RunError, RunResult
 from .exceptions import BatchInputError
 
 __all__ = [
@@ -98,6 +99,8 @@ class Scheduler:
             capacity of the faces' executor); None for no limit.
         async_slots: At most this many async commands in flight at once.
         inline_sync: Run every sync command on the scheduler's thread.
+        make_context: Builds the `Context` a callable condition receives,
+            from a node id (the faces own contexts; the core only passes them).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Scheduler:
         sync_slots: int | None = None,
         async_slots: int | None = DEFAULT_ASYNC_SLOTS,
         inline_sync: bool = False,
+        make_context: Callable[[str], Any] | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -132,14 +136,16 @@ class Scheduler:
         self._halted = False
         self._started: dict[str, float] = {}
         self._timings: dict[str, float] = {}
+        self._actions: dict[str, str] = {}
+        self._fired: set[str] = set()  # join="any" nodes already decided
+        self._undecided: deque[str] = deque()  # resolved predecessors, no verdict
+        self._make_context = make_context or (lambda node_id: None)
 
     # -- events ---------------------------------------------------------------
 
     def start(self, now: float) -> list[Command]:
         """Begin the run; returns the first commands."""
-        for node_id, waiting in self._waiting.items():
-            if waiting == 0:
-                self._make_ready(node_id)
+        self._undecided.extend(i for i, waiting in self._waiting.items() if not waiting)
         return self._pump(now)
 
     def node_done(self, command: RunNode, value: Any, now: float) -> list[Command]:
@@ -226,6 +232,16 @@ class Scheduler:
 
     # -- internals ------------------------------------------------------------
 
+    def _ancestors(self, node_id: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.plan.nodes[node_id].deps)
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.add(dep)
+                stack.extend(self.plan.nodes[dep].deps)
+        return seen
+
     def _make_ready(self, node_id: str) -> None:
         n = self.plan.nodes[node_id]
         if n.is_batch:
@@ -237,13 +253,85 @@ class Scheduler:
 
     def _complete(self, node_id: str, value: Any, now: float) -> None:
         n = self.plan.nodes[node_id]
+        if type(value) is Action:
+            self._actions[node_id] = value.name
+            value = value.value
         self._outputs[n.key] = value
         self._status[node_id] = "completed"
         self._timings[node_id] = now - self._started[node_id]
-        for dependent in n.dependents:
+        self._resolved(node_id, now)
+
+    def _skip(self, node_id: str, now: float) -> None:
+        self._status[node_id] = "skipped"
+        self._resolved(node_id, now)
+
+    def _resolved(self, node_id: str, now: float) -> None:
+        """`node_id` completed or was skipped: its dependents may now decide."""
+        completed = self._status[node_id] == "completed"
+        for dependent in self.plan.nodes[node_id].dependents:
             self._waiting[dependent] -= 1
-            if self._waiting[dependent] == 0:
-                self._make_ready(dependent)
+            if self.plan.nodes[dependent].join == "any":
+                if dependent in self._fired:
+                    continue
+                if completed or self._waiting[dependent] == 0:
+                    self._fired.add(dependent)
+                    self._undecided.append(dependent)
+            elif self._waiting[dependent] == 0:
+                self._undecided.append(dependent)
+
+    def _decide_all(self, now: float) -> None:
+        """Run or skip every node whose predecessors are all resolved.
+
+        A worklist, not recursion: skips can cascade down chains of any length.
+        """
+        undecided = self._undecided
+        while undecided:
+            node_id = undecided.popleft()
+            if self._should_skip(node_id, now):
+                if self._status[node_id] is None:  # a failed condition is "failed"
+                    self._skip(node_id, now)
+            else:
+                self._make_ready(node_id)
+
+    def _should_skip(self, node_id: str, now: float) -> bool:
+        n = self.plan.nodes[node_id]
+        status = self._status
+        if n.deps and all(status[d] == "skipped" for d in n.deps):
+            return True
+        if n.on is not None:
+            source, action = n.on
+            if status[source] != "completed" or self._actions.get(source) != action:
+                return True
+        if n.join == "all":
+            producer_of = self.plan.producer_of
+            for param, key in n.sources:
+                if param in n.required and status[producer_of[key]] == "skipped":
+                    return True
+        if n.when is not None:
+            try:
+                return not self._condition_holds(n)
+            except Exception as exc:
+                self._started[node_id] = now
+                self._fail(node_id, None, exc, now)
+                return True
+        return False
+
+    def _condition_holds(self, n: PlanNode) -> bool:
+        """Evaluate `n.when` over completed upstream outputs and flow inputs."""
+        names = getattr(n.when, "names", None)
+        values: dict[str, Any] = {}
+        for producer in self._ancestors(n.id):
+            key = self.plan.nodes[producer].key
+            if (names is None or key in names) and self._status[
+                producer
+            ] == "completed":
+                values[key] = self._outputs[key]
+        for name, value in self._inputs.items():
+            if names is None or name in names:
+                values.setdefault(name, value)
+        if names is not None:
+            return bool(n.when.evaluate(values))
+        return bool(n.when(MappingProxyType(values), self._make_context(n.id)))
 
     def _fail(
         self, node_id: str, index: int | None, exc: BaseException, now: float
@@ -305,6 +393,7 @@ class Scheduler:
         progress = True
         while progress and not self._halted:
             progress = False
+            self._decide_all(now)
             while self._ready_batches and not self._halted:
                 self._start_batch(self._ready_batches.popleft(), now)
                 progress = True
@@ -340,7 +429,8 @@ class Scheduler:
 
     def _arguments(self, n: PlanNode) -> dict[str, Any]:
         """The keyword arguments of `n` (a batch's shared ones, for a batch)."""
-        kwargs = {param: self._outputs[key] for param, key in n.sources}
+        outputs = self._outputs
+        kwargs = {param: outputs[key] for param, key in n.sources if key in outputs}
         for param, name in n.inputs:
             if name in self._inputs:  # else the parameter's default applies
                 kwargs[param] = self._inputs[name]

@@ -11,10 +11,12 @@ import sys
 import warnings
 from typing import Any, Iterable, List, Mapping, Sequence, Union
 
+import typing_extensions as te
+
 from ._inference import Binding, bind_parameters, resolve_hints
 from ._nodes import BaseNode, _BatchBase, node
 from ._plan import Plan, PlanNode
-from ._result import ItemError
+from ._result import Action, ItemError
 from ._typecheck import compatible, describe, element_type, scatter_problem
 from .exceptions import BlueprintError, DefinitionError, FlowWarning
 
@@ -61,10 +63,11 @@ def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
         try:
             sorter.prepare()
         except graphlib.CycleError as exc:
-            # graphlib reports [a, b, ..., a] where each depends on the next.
-            cycle = list(reversed(exc.args[1]))
-            cycles.append(cycle)
-            edges[cycle[1]].discard(cycle[0])
+            # graphlib reports [a, b, ..., a] where each is a predecessor of the
+            # next; reversed, each node waits for the one after it.
+            found = exc.args[1]
+            cycles.append(list(reversed(found)))
+            edges[found[1]].discard(found[0])
         else:
             return cycles
 
@@ -159,6 +162,8 @@ def compile_flow(
                     f"which no node in the flow produces.{_suggest(b.key, producer_of)}"
                     " Add that node to the flow or fix the From(...)."
                 )
+        problems.extend(_control_problems(n, node_bindings, by_id, producer_of))
+        node_deps.extend(_control_deps(n, by_id, producer_of, node_deps))
         deps[n.id] = node_deps
 
     problems.extend(_type_problems(by_id, bindings, hints_of, producer_of, aliases))
@@ -173,9 +178,60 @@ def compile_flow(
     return _build_plan(flow_id, by_id, bindings, deps, producer_of, aliases), bindings
 
 
+def _control_deps(
+    n: BaseNode,
+    by_id: Mapping[str, BaseNode],
+    producer_of: Mapping[str, str],
+    data_deps: list[str],
+) -> list[str]:
+    """Nodes `n` waits for without a parameter: `on`, `after`, condition names."""
+    options = n.options
+    wanted = list(options.after)
+    if options.on is not None:
+        wanted.append(options.on[0])
+    for name in sorted(getattr(options.when, "names", ())):
+        if name in producer_of:
+            wanted.append(producer_of[name])
+    found = []
+    for dep in wanted:
+        if dep in by_id and dep not in data_deps and dep not in found:
+            found.append(dep)
+    return found
+
+
+def _control_problems(
+    n: BaseNode,
+    node_bindings: list[Binding],
+    by_id: Mapping[str, BaseNode],
+    producer_of: Mapping[str, str],
+) -> list[str]:
+    options = n.options
+    problems = []
+    named = [("on", options.on[0])] if options.on is not None else []
+    named += [("after", a) for a in options.after]
+    for option, ref in named:
+        if ref not in by_id:
+            problems.append(
+                f"node {n.id!r}: {option}= names {ref!r}, which is not a node of "
+                f"the flow.{_suggest(ref, by_id)} Add it or fix {option}=."
+            )
+    if options.join == "any":
+        for b in node_bindings:
+            if b.kind == "source" and b.required:
+                problems.append(
+                    f"node {n.id!r} has join='any', so parameter {b.param!r} may "
+                    f"have no value when it runs; give {b.param!r} a default "
+                    "(e.g. None)."
+                )
+    return problems
+
+
 def _output_type(n: BaseNode, hints: Mapping[str, Any]) -> Any:
     """The type of what `n` publishes: its return, or a list of them."""
     returned = hints.get("return", Any)
+    if returned is Action or te.get_origin(returned) is Action:
+        args = te.get_args(returned)
+        returned = args[0] if args else Any  # consumers receive the value
     if not isinstance(n, _BatchBase):
         return returned
     # Built at run time from annotations, so typed as plain values here.
@@ -265,6 +321,9 @@ def _build_plan(
                 consumers = required if b.required else optional
                 consumers.setdefault(b.key, []).append(node_id)
                 input_types.setdefault(b.key, []).append((node_id, b.annotation))
+        for name in sorted(getattr(n.options.when, "names", ())):
+            if name not in producer_of:  # a condition reading a flow input
+                required.setdefault(name, []).append(node_id)
         batch_opts: dict[str, Any] = {}
         if isinstance(n, _BatchBase):
             batch_opts = {
@@ -286,6 +345,10 @@ def _build_plan(
             context_params=tuple(b.param for b in node_bindings if b.kind == "context"),
             deps=tuple(deps[node_id]),
             dependents=tuple(dependents[node_id]),
+            required=frozenset(b.param for b in node_bindings if b.required),
+            on=n.options.on,
+            when=n.options.when,
+            join=n.options.join,
             **batch_opts,
         )
     return Plan(
@@ -296,4 +359,8 @@ def _build_plan(
         optional_inputs={k: tuple(v) for k, v in optional.items()},
         has_async=any(p.is_async for p in plan_nodes.values()),
         input_types={k: tuple(v) for k, v in input_types.items()},
+        open_inputs=any(
+            callable(n.options.when) and not hasattr(n.options.when, "names")
+            for n in by_id.values()
+        ),
     )

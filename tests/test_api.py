@@ -15,6 +15,7 @@ class TestExports:
 
     def test_all_is_pinned(self) -> None:
         assert [
+            "Action",
             "AsyncBatchNode",
             "AsyncNode",
             "BatchInputError",
