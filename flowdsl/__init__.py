@@ -9,6 +9,8 @@ that has a synchronous face (`flow.run()`) and an asynchronous one
 from ._blueprint import Blueprint as Blueprint
 from ._blueprint import EdgeSpec as EdgeSpec
 from ._blueprint import NodeSpec as NodeSpec
+from ._compose import loop as loop
+from ._compose import subflow as subflow
 from ._context import Context as Context
 from ._flow import Flow as Flow
 from ._nodes import AsyncBatchNode as AsyncBatchNode
@@ -29,6 +31,7 @@ from .exceptions import ExpressionError as ExpressionError
 from .exceptions import FlowdslError as FlowdslError
 from .exceptions import FlowFailed as FlowFailed
 from .exceptions import FlowWarning as FlowWarning
+from .exceptions import LoopLimitExceeded as LoopLimitExceeded
 from .exceptions import MissingInputError as MissingInputError
 
 __all__ = [
@@ -49,13 +52,16 @@ __all__ = [
     "FlowWarning",
     "From",
     "ItemError",
+    "LoopLimitExceeded",
     "MissingInputError",
     "Node",
     "NodeSpec",
     "RunError",
     "RunResult",
     "batch",
+    "loop",
     "node",
+    "subflow",
 ]
 
 __version__ = "0.1.0"

@@ -222,7 +222,7 @@ class Blueprint:
         if dupes:
             problems.append(f"duplicate node ids: {', '.join(map(repr, dupes))}")
         # A node rejected above still names itself: no second problem per edge.
-        raw_nodes = data.get("nodes") if isinstance(data.get("nodes"), list) else []
+        raw_nodes = data["nodes"] if isinstance(data.get("nodes"), list) else []
         known = set(ids) | {
             n["id"]
             for n in raw_nodes

@@ -548,7 +548,7 @@ def batch(
             "when": when,
             "join": join,
             "after": after,
-        },  # fmt: skip
+        },
     )
 
 

@@ -39,6 +39,7 @@ class PlanNode:
         on: `(producer id, action)` the node runs on, if routed.
         when: Its condition (an `Expression` or a callable), if any.
         join: `"all"` or `"any"`.
+        loop: For a loop node, how it repeats.
     """
 
     id: str
@@ -59,6 +60,7 @@ class PlanNode:
     on: tuple[str, str] | None = None
     when: Any = None
     join: Join = "all"
+    loop: Any = None
 
     @property
     def is_batch(self) -> bool:

@@ -8,7 +8,15 @@ import attrs
 
 from ._nodes import AsyncBatchNode, AsyncNode, BaseNode, BatchNode, Node
 
-__all__ = ["Action", "ItemError", "NodeStatus", "RunError", "RunResult", "RunStatus"]
+__all__ = [
+    "Action",
+    "ChildRun",
+    "ItemError",
+    "NodeStatus",
+    "RunError",
+    "RunResult",
+    "RunStatus",
+]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -37,6 +45,15 @@ class Action(Generic[T]):
 
     name: str
     value: T = None  # type: ignore[assignment]
+
+
+@attrs.frozen
+class ChildRun:
+    """What a subflow or loop node hands the scheduler: the child's run and
+    the value the node publishes."""
+
+    result: RunResult
+    value: Any
 
 
 @attrs.frozen
@@ -97,6 +114,8 @@ class RunResult:
             or `"not_run"`.
         timings: Each node id that started to its wall time in seconds.
         duration: The whole run's wall time in seconds.
+        children: The child run of each subflow and loop node (a loop's
+            last iteration), by node id.
     """
 
     flow_id: str
@@ -108,6 +127,7 @@ class RunResult:
     timings: Mapping[str, float]
     duration: float
     _keys: Mapping[str, str] = attrs.field(alias="keys", repr=False)
+    children: Mapping[str, RunResult] = attrs.field(factory=dict)
 
     @property
     def ok(self) -> bool:

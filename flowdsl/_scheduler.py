@@ -19,9 +19,11 @@ from itertools import islice
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
+import attrs
+
 from ._plan import Plan, PlanNode
-from ._result import Action, ItemError, NodeStatus, RunError, RunResult
-from .exceptions import BatchInputError
+from ._result import Action, ChildRun, ItemError, NodeStatus, RunError, RunResult
+from .exceptions import BatchInputError, FlowFailed, LoopLimitExceeded
 
 __all__ = [
     "DEFAULT_ASYNC_SLOTS",
@@ -139,6 +141,9 @@ class Scheduler:
         self._actions: dict[str, str] = {}
         self._fired: set[str] = set()  # join="any" nodes already decided
         self._undecided: deque[str] = deque()  # resolved predecessors, no verdict
+        self._children: dict[str, RunResult] = {}
+        self._iterations: dict[str, int] = {}  # loop id -> iteration in flight
+        self._next_kwargs: dict[str, dict[str, Any]] = {}  # a loop's next inputs
         self._make_context = make_context or (lambda node_id: None)
 
     # -- events ---------------------------------------------------------------
@@ -152,7 +157,10 @@ class Scheduler:
         """The node of `command` returned `value`."""
         self._command_finished(command)
         self._items -= 1
-        self._complete(command.node.id, value, now)
+        n = command.node
+        repeated = n.loop is not None and self._repeat(command, value, now)
+        if not repeated and self._status[n.id] is None:  # a loop may have failed
+            self._complete(n.id, value, now)
         return self._pump(now)
 
     def node_failed(
@@ -228,6 +236,7 @@ class Scheduler:
             timings=dict(self._timings),
             duration=duration,
             keys={n.id: n.key for n in self.plan.nodes.values() if n.key != n.id},
+            children=dict(self._children),
         )
 
     # -- internals ------------------------------------------------------------
@@ -251,10 +260,47 @@ class Scheduler:
         else:
             self._ready_sync.append(node_id)
 
+    def _repeat(self, command: RunNode, child: ChildRun, now: float) -> bool:
+        """After a loop's iteration: queue the next one, or say it is done.
+
+        Returns:
+            True if another iteration was queued.
+        """
+        n = command.node
+        spec = n.loop
+        iteration = self._iterations.get(n.id, 1)
+        outputs = child.result.outputs
+        values = {**command.kwargs, **outputs, "iteration": iteration}
+        try:
+            again = self._evaluate(spec.condition, values, n.id)
+        except Exception as exc:
+            self._fail(n.id, None, exc, now)
+            return False
+        if not again:
+            return False
+        if iteration >= spec.max_iterations:
+            self._children[n.id] = child.result
+            self._fail(n.id, None, LoopLimitExceeded(n.id, spec.max_iterations), now)
+            return False
+        carried = {name: outputs[key] for name, key in spec.carry.items()}
+        self._next_kwargs[n.id] = {**command.kwargs, **carried}
+        self._iterations[n.id] = iteration + 1
+        self._ready_async.append(n.id)
+        return True
+
+    def _evaluate(self, condition: Any, values: dict[str, Any], node_id: str) -> bool:
+        """A condition's verdict: an `Expression`, or a callable given a context."""
+        if hasattr(condition, "names"):
+            return bool(condition.evaluate(values))
+        return bool(condition(MappingProxyType(values), self._make_context(node_id)))
+
     def _complete(self, node_id: str, value: Any, now: float) -> None:
         n = self.plan.nodes[node_id]
         if type(value) is Action:
             self._actions[node_id] = value.name
+            value = value.value
+        elif type(value) is ChildRun:
+            self._children[node_id] = value.result
             value = value.value
         self._outputs[n.key] = value
         self._status[node_id] = "completed"
@@ -329,14 +375,20 @@ class Scheduler:
         for name, value in self._inputs.items():
             if names is None or name in names:
                 values.setdefault(name, value)
-        if names is not None:
-            return bool(n.when.evaluate(values))
-        return bool(n.when(MappingProxyType(values), self._make_context(n.id)))
+        return self._evaluate(n.when, values, n.id)
 
     def _fail(
         self, node_id: str, index: int | None, exc: BaseException, now: float
     ) -> None:
-        self._errors.append(RunError(node_id, index, 1, exc))
+        child = exc.result if isinstance(exc, FlowFailed) and index is None else None
+        if child is not None and child.errors:
+            # A subflow's failure is its child's: report those, with the path.
+            self._children[node_id] = child
+            self._errors.extend(
+                attrs.evolve(e, path=(node_id, *e.path)) for e in child.errors
+            )
+        else:
+            self._errors.append(RunError(node_id, index, 1, exc))
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
         # Fail fast: nothing new starts; work in flight is allowed to finish.
@@ -422,10 +474,11 @@ class Scheduler:
     def _start_node(self, node_id: str, now: float) -> RunNode:
         n = self.plan.nodes[node_id]
         inline = not n.is_async and (n.inline or self._inline_sync)
-        self._started[node_id] = now
+        self._started.setdefault(node_id, now)  # a loop keeps its first start
         self._items += 1
         self._command_started(n.is_async, inline)
-        return RunNode(n, self._arguments(n), inline)
+        kwargs = self._next_kwargs.pop(node_id, None)
+        return RunNode(n, self._arguments(n) if kwargs is None else kwargs, inline)
 
     def _arguments(self, n: PlanNode) -> dict[str, Any]:
         """The keyword arguments of `n` (a batch's shared ones, for a batch)."""

@@ -349,6 +349,7 @@ def _build_plan(
             on=n.options.on,
             when=n.options.when,
             join=n.options.join,
+            loop=getattr(n, "spec", None),
             **batch_opts,
         )
     return Plan(

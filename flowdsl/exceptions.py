@@ -15,6 +15,7 @@ __all__ = [
     "FlowFailed",
     "FlowWarning",
     "FlowdslError",
+    "LoopLimitExceeded",
     "MissingInputError",
 ]
 
@@ -106,3 +107,20 @@ class FlowFailed(FlowdslError):
 
 class FlowWarning(UserWarning):
     """Something about a flow looks wrong but does not stop it from running."""
+
+
+class LoopLimitExceeded(FlowdslError):
+    """A loop's condition still held after `max_iterations` iterations.
+
+    Args:
+        loop_id: The loop's node id.
+        max_iterations: Its limit.
+    """
+
+    def __init__(self, loop_id: str, max_iterations: int) -> None:
+        self.loop_id = loop_id
+        self.max_iterations = max_iterations
+        super().__init__(
+            f"loop {loop_id!r} still wanted to repeat after {max_iterations} "
+            "iterations; raise max_iterations= or check its while_ condition."
+        )

@@ -32,13 +32,16 @@ class TestExports:
             "FlowWarning",
             "From",
             "ItemError",
+            "LoopLimitExceeded",
             "MissingInputError",
             "Node",
             "NodeSpec",
             "RunError",
             "RunResult",
             "batch",
+            "loop",
             "node",
+            "subflow",
         ] == fd.__all__
 
     def test_all_is_sorted_classes_first(self) -> None:
