@@ -222,7 +222,9 @@ class Blueprint:
         if dupes:
             problems.append(f"duplicate node ids: {', '.join(map(repr, dupes))}")
         # A node rejected above still names itself: no second problem per edge.
-        raw_nodes = data["nodes"] if isinstance(data.get("nodes"), list) else []
+        raw_nodes = (
+            data["nodes"] if isinstance(data.get("nodes"), (list, tuple)) else []
+        )
         known = set(ids) | {
             n["id"]
             for n in raw_nodes
@@ -248,7 +250,7 @@ def _load_list(
     data: Mapping[str, Any], field: str, load: Any, problems: list[str]
 ) -> list[Any]:
     raw = data.get(field)
-    if not isinstance(raw, list):
+    if not isinstance(raw, (list, tuple)):
         problems.append(f"{field!r} must be a list, got {raw!r}")
         return []
     loaded = []

@@ -59,7 +59,7 @@ def _resolve(child: Any, where: str) -> Flow:
         if found is None and getattr(module.__spec__, "_initializing", False):
             # Still being imported: this reference leads back to a flow whose
             # own definition is not finished, i.e. it contains itself.
-            chain = [*_RESOLVING, child] if _RESOLVING[0] != child else [child, child]
+            chain = [child, *_RESOLVING[:-1], child]
             raise BlueprintError(
                 child, [f"a flow contains itself: {' -> '.join(chain)}"]
             )

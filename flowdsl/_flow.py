@@ -7,6 +7,7 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
+from ._compose import LoopNode, SubflowNode
 from ._inference import Binding
 from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
@@ -269,6 +270,41 @@ def _check_concurrency(value: int | None) -> int | None:
     return value
 
 
+def _uses(n: BaseNode) -> str:
+    if isinstance(n, LoopNode):
+        return "loop-controller"
+    if isinstance(n, SubflowNode):
+        return "subflow"
+    return n.reference
+
+
+def _condition_data(condition: Any) -> dict[str, str]:
+    source = getattr(condition, "source", None)
+    if source is not None:
+        return {"while": source}
+    return {"whileUses": f"{condition.__module__}:{condition.__qualname__}"}
+
+
+def _composite_params(n: BaseNode) -> dict[str, Any]:
+    """Params of a node holding a child flow: the child's whole blueprint."""
+    child = getattr(n, "child", None)
+    if child is None:
+        return {}
+    params: dict[str, Any] = {
+        "blueprintId": child.id,
+        "blueprint": child.blueprint.to_dict(),
+    }
+    output = getattr(n, "output", None) if isinstance(n, SubflowNode) else None
+    output = output or getattr(n, "child_output", None)
+    if output is not None:
+        params["output"] = output
+    if isinstance(n, LoopNode):
+        params["carry"] = dict(n.spec.carry)
+        params["maxIterations"] = n.spec.max_iterations
+        params.update(_condition_data(n.spec.condition))
+    return params
+
+
 def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Blueprint:
     def entry(node_id: str) -> str:
         return f"{node_id}_scatter" if plan.nodes[node_id].is_batch else node_id
@@ -286,6 +322,7 @@ def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Bluepr
         if isinstance(n, _BatchBase):
             gather = f"{node_id}_gather"
             params: dict[str, Any] = {
+                **_composite_params(n),
                 "workerUsesKey": n.reference,
                 "inputKey": pn.batch_input,
                 "outputKey": n.key,
@@ -317,7 +354,11 @@ def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Bluepr
         else:
             specs.append(
                 NodeSpec(
-                    id=node_id, uses=n.reference, inputs=wiring, config=node_options(n)
+                    id=node_id,
+                    uses=_uses(n),
+                    params=_composite_params(n),
+                    inputs=wiring,
+                    config=node_options(n),
                 )
             )
     metadata = {

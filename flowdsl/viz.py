@@ -56,6 +56,12 @@ def to_mermaid(blueprint: Blueprint) -> str:
             lines.append(f"    {worker} -.-> {_mermaid_id(gather)}")
         elif spec.uses == "batch-gather":
             lines.append(f'    {mid}[["{_label(spec.id)}"]]')
+        elif spec.uses == "loop-controller":
+            label = spec.params.get("while") or "condition"
+            lines.append(f'    {mid}{{{{"{_label(spec.id)}"}}}}')
+            lines.append(f'    {mid} -- "while {_label(str(label))}" --> {mid}')
+        elif spec.uses == "subflow":
+            lines.append(f'    {mid}[["{_label(spec.id)}"]]')
         else:
             lines.append(f'    {mid}["{_label(spec.id)}"]')
     for edge in blueprint.edges:

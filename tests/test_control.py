@@ -221,7 +221,7 @@ class TestJoins:
         def b(a: int) -> int:
             return a
 
-        with pytest.raises(fd.BlueprintError, match="join='any'.*'a'"):
+        with pytest.raises(fd.BlueprintError, match=r"join='any'.*'a'"):
             fd.Flow("any-defaults", [a, b])
 
     def test_join_any_with_every_predecessor_skipped_is_skipped(
