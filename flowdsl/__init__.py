@@ -20,6 +20,8 @@ from ._nodes import From as From
 from ._nodes import Node as Node
 from ._nodes import batch as batch
 from ._nodes import node as node
+from ._pauses import sleep as sleep
+from ._pauses import wait_for as wait_for
 from ._result import Action as Action
 from ._result import ItemError as ItemError
 from ._result import RunError as RunError
@@ -61,7 +63,9 @@ __all__ = [
     "batch",
     "loop",
     "node",
+    "sleep",
     "subflow",
+    "wait_for",
 ]
 
 __version__ = "0.1.0"

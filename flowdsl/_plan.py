@@ -40,6 +40,8 @@ class PlanNode:
         when: Its condition (an `Expression` or a callable), if any.
         join: `"all"` or `"any"`.
         loop: For a loop node, how it repeats.
+        pause: `("wait", event)` or `("sleep", (seconds, durable))` for the
+            nodes the scheduler completes itself.
     """
 
     id: str
@@ -61,6 +63,7 @@ class PlanNode:
     when: Any = None
     join: Join = "all"
     loop: Any = None
+    pause: tuple[str, Any] | None = None
 
     @property
     def is_batch(self) -> bool:

@@ -21,12 +21,15 @@ __all__ = [
 R = TypeVar("R")
 T = TypeVar("T")
 
-RunStatus = Literal["completed", "failed"]
+RunStatus = Literal["completed", "failed", "awaiting"]
 #: `skipped`: on a branch not taken (its route or condition did not hold, or
 #: what it needs was skipped); `not_run`: never started, because the run
 #: stopped at a failure elsewhere; `stopped`: a batch that had started when
-#: the run stopped at such a failure.
-NodeStatus = Literal["completed", "failed", "skipped", "not_run", "stopped"]
+#: the run stopped at such a failure; `waiting`: a wait or durable sleep node
+#: holding a paused run; `pending`: not reached yet in a paused run.
+NodeStatus = Literal[
+    "completed", "failed", "skipped", "not_run", "stopped", "waiting", "pending"
+]
 
 
 @attrs.frozen
@@ -107,7 +110,8 @@ class RunResult:
     Attributes:
         flow_id: The flow's id.
         run_id: This run's id.
-        status: `"completed"` only when no node failed.
+        status: `"completed"` only when every node completed or was skipped;
+            `"awaiting"` when paused at a wait or durable sleep; `"failed"`.
         outputs: Output key to value, for every node that completed.
         errors: Every node and item failure, in the order they happened.
         node_status: Each node id to `"completed"`, `"failed"`, `"stopped"`
@@ -116,6 +120,11 @@ class RunResult:
         duration: The whole run's wall time in seconds.
         children: The child run of each subflow and loop node (a loop's
             last iteration), by node id.
+        waiting_for: For an `"awaiting"` run, the events it waits for.
+        wake_at: For an `"awaiting"` run, the Unix time its first durable
+            sleep ends.
+        state: The run as plain data (JSON-serializable when its outputs,
+            inputs and context values are): pass it to `Flow.resume`.
     """
 
     flow_id: str
@@ -128,6 +137,9 @@ class RunResult:
     duration: float
     _keys: Mapping[str, str] = attrs.field(alias="keys", repr=False)
     children: Mapping[str, RunResult] = attrs.field(factory=dict)
+    waiting_for: tuple[str, ...] = ()
+    wake_at: float | None = None
+    state: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -82,7 +82,10 @@ class _Driver:
         run_id: str | None,
         concurrency: int | None,
         executor: ExecutorChoice,
+        resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> None:
+        if resume is not None:
+            inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         self.state = SharedState(run_id)
         self.scheduler = Scheduler(
@@ -94,6 +97,10 @@ class _Driver:
             inline_sync=executor.kind == "inline",
             make_context=lambda node_id: Context(self.state, node_id),
         )
+        if resume is not None:
+            state, events = resume
+            self.scheduler.resume_from(state, events)
+            self.state.values.update(state.get("context", {}))
         self._choice = executor
         self._executor: Executor | None = executor.given
         self._owned_executor: Executor | None = None
@@ -189,8 +196,16 @@ class _Driver:
         outcomes = [Failure(exc)] * len(command.items)
         return self.scheduler.items_done(command, outcomes, time.perf_counter())
 
+    def _start(self) -> None:
+        self._dispatch(self.scheduler.start(time.perf_counter(), time.time()))
+
+    def _tick(self) -> None:
+        self._dispatch(self.scheduler.tick(time.perf_counter()))
+
     def _result(self) -> RunResult:
-        return self.scheduler.result(time.perf_counter() - self._started)
+        duration = time.perf_counter() - self._started
+        with self.state.lock:
+            return self.scheduler.result(duration, self.state.values)
 
     def _close_pool(self) -> None:
         if self._owned_executor is not None:
@@ -213,10 +228,18 @@ class SyncDriver(_Driver):
 
     def run(self) -> RunResult:
         try:
-            self._dispatch(self.scheduler.start(time.perf_counter()))
+            self._start()
             while not self.scheduler.finished:
-                command, future = self._done.get()
-                self._dispatch(self._settle(command, future))
+                wakeup = self.scheduler.next_wakeup
+                timeout = None if wakeup is None else wakeup - time.perf_counter()
+                try:
+                    command, future = self._done.get(timeout=timeout)
+                except queue.Empty:
+                    self._tick()
+                else:
+                    self._dispatch(self._settle(command, future))
+                    if wakeup is not None and time.perf_counter() >= wakeup:
+                        self._tick()
         finally:
             self._close_pool()
             self._close_portal()
@@ -260,13 +283,45 @@ class AsyncDriver(_Driver):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
         try:
-            self._dispatch(self.scheduler.start(time.perf_counter()))
+            self._start()
+            self._after_dispatch()
             if not self.scheduler.finished:
                 await self._finished
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             self._close_pool()
         return self._result()
+
+    def _after_dispatch(self) -> None:
+        """Finish, or keep a timer armed for the scheduler's next wakeup."""
+        if self.scheduler.finished:
+            if not self._finished.done():
+                self._finished.set_result(None)
+            return
+        wakeup = self.scheduler.next_wakeup
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if wakeup is not None:
+            delay = max(0.0, wakeup - time.perf_counter())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._guarded(self._tick)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        if self._finished.done():
+            return
+        try:
+            step()
+        except BaseException as exc:
+            self._finished.set_exception(exc)
+            return
+        self._after_dispatch()
 
     def _submit(self, command: Command) -> None:
         if command.node.is_async:
@@ -279,12 +334,4 @@ class AsyncDriver(_Driver):
         future.add_done_callback(functools.partial(self._on_done, command))
 
     def _on_done(self, command: Command, future: asyncio.Future[Any]) -> None:
-        if self._finished.done():
-            return
-        try:
-            self._dispatch(self._settle(command, future))
-        except BaseException as exc:
-            self._finished.set_exception(exc)
-            return
-        if self.scheduler.finished:
-            self._finished.set_result(None)
+        self._guarded(lambda: self._dispatch(self._settle(command, future)))

@@ -142,16 +142,77 @@ class Scheduler:
         self._fired: set[str] = set()  # join="any" nodes already decided
         self._undecided: deque[str] = deque()  # resolved predecessors, no verdict
         self._children: dict[str, RunResult] = {}
+        self._events: dict[str, Any] = {}  # event payloads given to a resume
+        self._awaiting: dict[str, str] = {}  # wait node id -> its event
+        self._timers: dict[str, float] = {}  # live sleep id -> due (faces' clock)
+        self._wakes: dict[str, float] = {}  # durable sleep id -> Unix wake time
+        self._wall_offset = 0.0  # Unix time minus the faces' clock
         self._iterations: dict[str, int] = {}  # loop id -> iteration in flight
         self._next_kwargs: dict[str, dict[str, Any]] = {}  # a loop's next inputs
         self._make_context = make_context or (lambda node_id: None)
 
     # -- events ---------------------------------------------------------------
 
-    def start(self, now: float) -> list[Command]:
-        """Begin the run; returns the first commands."""
-        self._undecided.extend(i for i, waiting in self._waiting.items() if not waiting)
+    def start(self, now: float, wall: float | None = None) -> list[Command]:
+        """Begin the run; returns the first commands.
+
+        Args:
+            now: The faces' clock (any monotonic clock, in seconds).
+            wall: The Unix time at `now`, for durable sleeps.
+        """
+        if wall is not None:
+            self._wall_offset = wall - now
+        self._undecided.extend(
+            i
+            for i, waiting in self._waiting.items()
+            if not waiting and self._status[i] is None
+        )
         return self._pump(now)
+
+    def tick(self, now: float) -> list[Command]:
+        """Time passed: live sleeps that are due complete."""
+        for node_id, due in list(self._timers.items()):
+            if due <= now:
+                del self._timers[node_id]
+                self._complete(node_id, None, now)
+        return self._pump(now)
+
+    def resume_from(self, state: Mapping[str, Any], events: Mapping[str, Any]) -> None:
+        """Restore a paused run's snapshot (call before `start`).
+
+        Completed and skipped nodes keep their outcome; wait nodes whose
+        event is in `events` complete with its payload when reached.
+
+        Raises:
+            ValueError: The snapshot does not fit this flow.
+        """
+        nodes = self.plan.nodes
+        unknown = sorted(set(state["status"]) - set(nodes))
+        if state.get("flow") != self.plan.flow_id or unknown:
+            raise ValueError(
+                f"the state is from flow {state.get('flow')!r} (nodes {unknown}), "
+                f"not this flow {self.plan.flow_id!r}"
+            )
+        self._events = dict(events)
+        self._actions = dict(state.get("actions", {}))
+        self._wakes = {k: float(v) for k, v in state.get("wakes", {}).items()}
+        for node_id, status in state["status"].items():
+            self._status[node_id] = status
+            if status == "completed":
+                key = nodes[node_id].key
+                self._outputs[key] = state["outputs"][key]
+        for node_id, n in nodes.items():
+            resolved = [
+                d for d in n.deps if self._status[d] in ("completed", "skipped")
+            ]
+            self._waiting[node_id] = len(n.deps) - len(resolved)
+            if n.join == "any" and self._status[node_id] is not None:
+                self._fired.add(node_id)
+
+    @property
+    def next_wakeup(self) -> float | None:
+        """When `tick` is next needed (faces' clock), or None."""
+        return min(self._timers.values()) if self._timers else None
 
     def node_done(self, command: RunNode, value: Any, now: float) -> list[Command]:
         """The node of `command` returned `value`."""
@@ -212,24 +273,39 @@ class Scheduler:
             or self._ready_async
             or self._ready_batches
             or self._batches
+            or self._timers
         )
 
-    def result(self, duration: float) -> RunResult:
-        """Assemble the run's result (call once `finished` is true)."""
+    def result(
+        self, duration: float, context: Mapping[str, Any] | None = None
+    ) -> RunResult:
+        """Assemble the run's result (call once `finished` is true).
+
+        Args:
+            duration: The run's wall time.
+            context: The run's context values, for the snapshot.
+        """
+        paused = not self._halted and bool(self._awaiting or self._wakes_pending())
         status: dict[str, NodeStatus] = {}
         for node_id, s in self._status.items():
             if s is None:
-                if not self._halted:
+                if node_id in self._awaiting or node_id in self._wakes:
+                    s = "waiting"
+                elif paused:
+                    s = "pending"
+                elif self._halted:
+                    s = "stopped" if node_id in self._started else "not_run"
+                else:
                     raise RuntimeError(
                         f"flowdsl internal error: node {node_id!r} never became "
                         "ready in a run that did not fail; please report this."
                     )
-                s = "stopped" if node_id in self._started else "not_run"
             status[node_id] = s
+        wakes = self._wakes_pending()
         return RunResult(
             flow_id=self.plan.flow_id,
             run_id=self.run_id,
-            status="failed" if self._halted else "completed",
+            status="failed" if self._halted else "awaiting" if paused else "completed",
             outputs=dict(self._outputs),
             errors=tuple(self._errors),
             node_status=status,
@@ -237,9 +313,53 @@ class Scheduler:
             duration=duration,
             keys={n.id: n.key for n in self.plan.nodes.values() if n.key != n.id},
             children=dict(self._children),
+            waiting_for=tuple(sorted(set(self._awaiting.values()))),
+            wake_at=min(wakes.values()) if wakes else None,
+            state=self._snapshot(status, context or {}),
         )
 
+    def _wakes_pending(self) -> dict[str, float]:
+        return {i: t for i, t in self._wakes.items() if self._status[i] is None}
+
+    def _snapshot(
+        self, status: Mapping[str, str], context: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The run as plain data: enough for `resume` to go on from here."""
+        kept = {i: s for i, s in status.items() if s in ("completed", "skipped")}
+        return {
+            "version": 1,
+            "flow": self.plan.flow_id,
+            "run_id": self.run_id,
+            "inputs": dict(self._inputs),
+            "outputs": dict(self._outputs),
+            "status": kept,
+            "actions": dict(self._actions),
+            "wakes": self._wakes_pending(),
+            "context": dict(context),
+        }
+
     # -- internals ------------------------------------------------------------
+
+    def _pause(self, node_id: str, now: float) -> None:
+        """A wait or sleep node is reached: complete it, or hold the run there."""
+        self._started[node_id] = now
+        pause = self.plan.nodes[node_id].pause
+        assert pause is not None
+        kind, detail = pause
+        if kind == "wait":
+            if detail in self._events:
+                self._complete(node_id, self._events[detail], now)
+            else:
+                self._awaiting[node_id] = detail
+            return
+        seconds, durable = detail
+        if not durable:
+            self._timers[node_id] = now + seconds
+            return
+        wall = now + self._wall_offset
+        wake = self._wakes.setdefault(node_id, wall + seconds)
+        if wall >= wake:
+            self._complete(node_id, None, now)
 
     def _ancestors(self, node_id: str) -> set[str]:
         seen: set[str] = set()
@@ -336,6 +456,8 @@ class Scheduler:
             if self._should_skip(node_id, now):
                 if self._status[node_id] is None:  # a failed condition is "failed"
                     self._skip(node_id, now)
+            elif self.plan.nodes[node_id].pause is not None:
+                self._pause(node_id, now)
             else:
                 self._make_ready(node_id)
 

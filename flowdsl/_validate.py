@@ -15,6 +15,7 @@ import typing_extensions as te
 
 from ._inference import Binding, bind_parameters, resolve_hints
 from ._nodes import BaseNode, _BatchBase, node
+from ._pauses import SleepNode, WaitNode
 from ._plan import Plan, PlanNode
 from ._result import Action, ItemError
 from ._typecheck import compatible, describe, element_type, scatter_problem
@@ -298,6 +299,14 @@ def _batch_input_problems(
     return []
 
 
+def _pause_of(n: BaseNode) -> tuple[str, Any] | None:
+    if isinstance(n, WaitNode):
+        return ("wait", n.event)
+    if isinstance(n, SleepNode):
+        return ("sleep", (n.seconds, n.durable))
+    return None
+
+
 def _build_plan(
     flow_id: str,
     by_id: Mapping[str, BaseNode],
@@ -350,6 +359,7 @@ def _build_plan(
             when=n.options.when,
             join=n.options.join,
             loop=getattr(n, "spec", None),
+            pause=_pause_of(n),
             **batch_opts,
         )
     return Plan(

@@ -41,7 +41,9 @@ class TestExports:
             "batch",
             "loop",
             "node",
+            "sleep",
             "subflow",
+            "wait_for",
         ] == fd.__all__
 
     def test_all_is_sorted_classes_first(self) -> None:
