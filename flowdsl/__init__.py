@@ -12,6 +12,8 @@ from ._blueprint import NodeSpec as NodeSpec
 from ._compose import loop as loop
 from ._compose import subflow as subflow
 from ._context import Context as Context
+from ._events import Event as Event
+from ._events import EventBus as EventBus
 from ._flow import Flow as Flow
 from ._nodes import AsyncBatchNode as AsyncBatchNode
 from ._nodes import AsyncNode as AsyncNode
@@ -47,6 +49,8 @@ __all__ = [
     "Context",
     "DefinitionError",
     "EdgeSpec",
+    "Event",
+    "EventBus",
     "ExpressionError",
     "Flow",
     "FlowdslError",

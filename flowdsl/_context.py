@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["Context", "SharedState"]
 
@@ -17,10 +17,11 @@ class SharedState:
     threads never lose each other's writes.
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, emit: Callable[..., None] | None = None) -> None:
         self.run_id = run_id
         self.values: dict[str, Any] = {}
         self.lock = threading.Lock()
+        self.emit = emit
 
 
 class Context:
@@ -83,6 +84,15 @@ class Context:
         """Remove `key`; a missing key is not an error."""
         with self._state.lock:
             self._state.values.pop(key, None)
+
+    def emit(self, name: str, data: Any = None) -> None:
+        """Send a custom event named `name` to the run's `on_event` listener.
+
+        Nothing happens when nobody listens.
+        """
+        emit = self._state.emit
+        if emit is not None:
+            emit(name, self.node_id, self.item_index, data, self.attempt)
 
     def __repr__(self) -> str:
         where = "" if self.item_index is None else f" item {self.item_index}"

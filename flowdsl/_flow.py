@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._compose import LoopNode, SubflowNode
+from ._events import Listener
 from ._inference import Binding
 from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
@@ -105,6 +106,7 @@ class Flow:
         run_id: str | None = None,
         check: bool = True,
         validate_inputs: bool = False,
+        on_event: Listener | None = None,
     ) -> RunResult:
         """Run the flow to the end and return its result.
 
@@ -120,6 +122,8 @@ class Flow:
             check: Raise `FlowFailed` if the run fails (else return it).
             validate_inputs: Check each input's value against the
                 annotations of the parameters that receive it.
+            on_event: Called with each `fd.Event` of the run, in order (an
+                `fd.EventBus` fits); no events are built without it.
 
         Returns:
             The run's result.
@@ -137,6 +141,7 @@ class Flow:
             run_id=run_id,
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
+            on_event=on_event,
         )
         return self._checked(driver.run(), check)
 
@@ -149,6 +154,7 @@ class Flow:
         run_id: str | None = None,
         check: bool = True,
         validate_inputs: bool = False,
+        on_event: Listener | None = None,
     ) -> RunResult:
         """Run the flow on the running event loop; the same as `run()` otherwise.
 
@@ -159,6 +165,7 @@ class Flow:
             run_id: The run's id; a random one by default.
             check: Raise `FlowFailed` if the run fails (else return it).
             validate_inputs: Check inputs against annotations (see `run()`).
+            on_event: Called with each event (see `run()`).
 
         Returns:
             The run's result.
@@ -174,6 +181,7 @@ class Flow:
             run_id=run_id,
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
+            on_event=on_event,
         )
         return self._checked(await driver.run(), check)
 
@@ -185,6 +193,7 @@ class Flow:
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
         check: bool = True,
+        on_event: Listener | None = None,
     ) -> RunResult:
         """Continue a paused run from its state.
 
@@ -200,6 +209,7 @@ class Flow:
             concurrency: As for `run()`.
             executor: As for `run()`.
             check: As for `run()`.
+            on_event: As for `run()`.
 
         Returns:
             The run's result: `"awaiting"` again if it is still waiting.
@@ -215,6 +225,7 @@ class Flow:
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
             resume=self._check_state(state, events),
+            on_event=on_event,
         )
         return self._checked(driver.run(), check)
 
@@ -226,6 +237,7 @@ class Flow:
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
         check: bool = True,
+        on_event: Listener | None = None,
     ) -> RunResult:
         """Continue a paused run on the running event loop (see `resume`).
 
@@ -235,6 +247,7 @@ class Flow:
             concurrency: As for `run()`.
             executor: As for `run()`.
             check: As for `run()`.
+            on_event: As for `run()`.
 
         Returns:
             The run's result.
@@ -250,6 +263,7 @@ class Flow:
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
             resume=self._check_state(state, events),
+            on_event=on_event,
         )
         return self._checked(await driver.run(), check)
 

@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from typing import Any, Callable, Coroutine, Iterable, Mapping
 
 from ._context import Context, SharedState
+from ._events import EventSink, Listener
 from ._nodes import BaseNode
 from ._plan import Plan, PlanNode
 from ._result import RunResult
@@ -83,11 +84,13 @@ class _Driver:
         concurrency: int | None,
         executor: ExecutorChoice,
         resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        on_event: Listener | None = None,
     ) -> None:
         if resume is not None:
             inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
         run_id = run_id if run_id is not None else uuid.uuid4().hex
-        self.state = SharedState(run_id)
+        self._emit = None if on_event is None else EventSink(run_id, on_event)
+        self.state = SharedState(run_id, self._emit)
         self.scheduler = Scheduler(
             plan,
             inputs,
@@ -96,6 +99,7 @@ class _Driver:
             sync_slots=executor.slots,
             inline_sync=executor.kind == "inline",
             make_context=lambda node_id: Context(self.state, node_id),
+            emit=self._emit,
         )
         if resume is not None:
             state, events = resume
@@ -197,6 +201,8 @@ class _Driver:
         return self.scheduler.items_done(command, outcomes, time.perf_counter())
 
     def _start(self) -> None:
+        if self._emit is not None:
+            self._emit("run_start", data={"flow_id": self.scheduler.plan.flow_id})
         self._dispatch(self.scheduler.start(time.perf_counter(), time.time()))
 
     def _tick(self) -> None:
@@ -205,7 +211,10 @@ class _Driver:
     def _result(self) -> RunResult:
         duration = time.perf_counter() - self._started
         with self.state.lock:
-            return self.scheduler.result(duration, self.state.values)
+            result = self.scheduler.result(duration, self.state.values)
+        if self._emit is not None:
+            self._emit("run_finish", data={"status": result.status})
+        return result
 
     def _close_pool(self) -> None:
         if self._owned_executor is not None:

@@ -76,8 +76,8 @@ class Failure:
 class _BatchRun:
     """The state of one running batch: a cursor over its input and counters."""
 
-    __slots__ = ("exhausted", "failed", "in_flight", "iterator", "kwargs", "node",
-                 "results")  # fmt: skip
+    __slots__ = ("done", "exhausted", "failed", "in_flight", "iterator", "kwargs",
+                 "node", "results")  # fmt: skip
 
     def __init__(self, node: PlanNode, iterator: Iterator[Any], kwargs: dict[str, Any]):
         self.node = node
@@ -85,6 +85,7 @@ class _BatchRun:
         self.kwargs = kwargs
         self.results: list[Any] = []
         self.in_flight = 0
+        self.done = 0
         self.exhausted = False
         self.failed = False
 
@@ -103,6 +104,8 @@ class Scheduler:
         inline_sync: Run every sync command on the scheduler's thread.
         make_context: Builds the `Context` a callable condition receives,
             from a node id (the faces own contexts; the core only passes them).
+        emit: Delivers an event `(kind, node_id, item_index, data)`; None
+            when nobody listens, and then no event is built.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class Scheduler:
         async_slots: int | None = DEFAULT_ASYNC_SLOTS,
         inline_sync: bool = False,
         make_context: Callable[[str], Any] | None = None,
+        emit: Callable[..., None] | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -150,6 +154,7 @@ class Scheduler:
         self._iterations: dict[str, int] = {}  # loop id -> iteration in flight
         self._next_kwargs: dict[str, dict[str, Any]] = {}  # a loop's next inputs
         self._make_context = make_context or (lambda node_id: None)
+        self._emit = emit
 
     # -- events ---------------------------------------------------------------
 
@@ -254,7 +259,16 @@ class Scheduler:
             index += 1
         count = len(command.items)
         run.in_flight -= count
+        run.done += count
         self._items -= count
+        if self._emit is not None:
+            pulled = len(run.results)
+            self._emit(
+                "batch_progress",
+                run.node.id,
+                None,
+                {"done": run.done, "pulled": pulled, "exhausted": run.exhausted},
+            )
         if run.exhausted and run.in_flight == 0:
             self._finish_batch(run, now)
         return self._pump(now)
@@ -424,11 +438,15 @@ class Scheduler:
             value = value.value
         self._outputs[n.key] = value
         self._status[node_id] = "completed"
+        if self._emit is not None:
+            self._emit("node_finish", node_id)
         self._timings[node_id] = now - self._started[node_id]
         self._resolved(node_id, now)
 
     def _skip(self, node_id: str, now: float) -> None:
         self._status[node_id] = "skipped"
+        if self._emit is not None:
+            self._emit("node_skipped", node_id)
         self._resolved(node_id, now)
 
     def _resolved(self, node_id: str, now: float) -> None:
@@ -511,6 +529,8 @@ class Scheduler:
             )
         else:
             self._errors.append(RunError(node_id, index, 1, exc))
+        if self._emit is not None:
+            self._emit("node_error", node_id, index, exc)
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
         # Fail fast: nothing new starts; work in flight is allowed to finish.
@@ -525,6 +545,8 @@ class Scheduler:
         elif mode == "skip":
             run.results[index] = _SKIPPED
             self._errors.append(RunError(run.node.id, index, 1, exc))
+            if self._emit is not None:
+                self._emit("node_error", run.node.id, index, exc)
         elif not run.failed:
             run.failed = True
             self._fail(run.node.id, index, exc, now)
@@ -597,6 +619,8 @@ class Scheduler:
         n = self.plan.nodes[node_id]
         inline = not n.is_async and (n.inline or self._inline_sync)
         self._started.setdefault(node_id, now)  # a loop keeps its first start
+        if self._emit is not None:
+            self._emit("node_start", node_id, None, None, 1)
         self._items += 1
         self._command_started(n.is_async, inline)
         kwargs = self._next_kwargs.pop(node_id, None)
@@ -614,6 +638,8 @@ class Scheduler:
     def _start_batch(self, node_id: str, now: float) -> None:
         n = self.plan.nodes[node_id]
         self._started[node_id] = now
+        if self._emit is not None:
+            self._emit("node_start", node_id, None, None, 1)
         assert n.batch_input is not None
         value = self._outputs[n.batch_input]
         producer = self.plan.producer_of[n.batch_input]

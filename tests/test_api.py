@@ -25,6 +25,8 @@ class TestExports:
             "Context",
             "DefinitionError",
             "EdgeSpec",
+            "Event",
+            "EventBus",
             "ExpressionError",
             "Flow",
             "FlowdslError",

@@ -1,0 +1,97 @@
+"""Run events: kinds, order, custom events, and none built without a listener."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import flowdsl as fd
+from flowdsl import _events
+
+from .conftest import Runner
+
+
+class TestEvents:
+    """Each run reports what happened, in strictly increasing `seq` order."""
+
+    def test_lifecycle_of_a_small_flow(self, runner: Runner) -> None:
+        events: list[fd.Event] = []
+
+        @fd.node
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.batch(input=items, output="out", on_error="skip", chunk_size=3)
+        def work(item: int) -> int:
+            if item == 2:
+                raise ValueError("two")
+            return item
+
+        @fd.node
+        def gate() -> fd.Action[None]:
+            return fd.Action("closed")
+
+        @fd.node(on=(gate, "open"))
+        def never() -> int:
+            return 0
+
+        runner.run(
+            fd.Flow("events", [items, work, gate, never]),
+            run_id="e1",
+            on_event=events.append,
+            executor="inline",
+        )
+        kinds = [(e.kind, e.node_id, e.item_index) for e in events]
+        assert ("run_start", None, None) == kinds[0]
+        assert ("run_finish", None, None) == kinds[-1]
+        assert {"status": "completed"} == events[-1].data
+        assert ("node_error", "work", 1) in kinds
+        assert ("node_skipped", "never", None) in kinds
+        assert kinds.index(("node_start", "work", None)) < kinds.index(
+            ("batch_progress", "work", None)
+        )
+        assert kinds.index(("batch_progress", "work", None)) < kinds.index(
+            ("node_finish", "work", None)
+        )
+        assert list(range(1, len(events) + 1)) == [e.seq for e in events]
+        assert {"e1"} == {e.run_id for e in events}
+
+    def test_custom_events_from_ten_concurrent_nodes(self, runner: Runner) -> None:
+        seen: list[int] = []
+        lock = threading.Lock()
+        bus = fd.EventBus()
+
+        def record(event: fd.Event) -> None:
+            with lock:
+                seen.append(event.seq)
+
+        bus.subscribe(record, kind="tick")
+
+        def make(i: int) -> Any:
+            def emitter(ctx: fd.Context) -> int:
+                for n in range(1000):
+                    ctx.emit("tick", {"node": i, "n": n})
+                return i
+
+            return fd.node(id=f"emitter{i}")(emitter)
+
+        runner.run(fd.Flow("busy", [make(i) for i in range(10)]), on_event=bus)
+        assert 10_000 == len(seen)
+        assert all(a < b for a, b in zip(seen, seen[1:]))
+
+    def test_no_event_is_built_without_a_listener(
+        self, runner: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("an event was built with nobody listening")
+
+        monkeypatch.setattr(_events.Event, "__init__", refuse)
+
+        @fd.node
+        def talk(ctx: fd.Context) -> int:
+            ctx.emit("said", 1)
+            return 1
+
+        assert 1 == runner.run(fd.Flow("quiet", [talk]))["talk"]
