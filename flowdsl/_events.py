@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict
 
 import attrs
 
@@ -51,9 +51,9 @@ class Event:
 
     kind: str
     run_id: str
-    node_id: Optional[str]
-    item_index: Optional[int]
-    attempt: Optional[int]
+    node_id: str | None
+    item_index: int | None
+    attempt: int | None
     seq: int
     time: float
     data: Any = None
@@ -66,9 +66,9 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._subscribers: List[tuple[Optional[str], Listener]] = []
+        self._subscribers: list[tuple[str | None, Listener]] = []
 
-    def subscribe(self, listener: Listener, *, kind: Optional[str] = None) -> None:
+    def subscribe(self, listener: Listener, *, kind: str | None = None) -> None:
         """Call `listener` with every event (or only those of `kind`).
 
         Args:
@@ -95,10 +95,10 @@ class EventSink:
     def __call__(
         self,
         kind: str,
-        node_id: Optional[str] = None,
-        item_index: Optional[int] = None,
+        node_id: str | None = None,
+        item_index: int | None = None,
         data: Any = None,
-        attempt: Optional[int] = None,
+        attempt: int | None = None,
     ) -> None:
         with self._lock:
             self._seq += 1
