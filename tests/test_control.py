@@ -144,6 +144,30 @@ class TestConditions:
         assert "skipped" == skipped.node_status["publish"]
         assert {"score": 0.9, "threshold": 0.5} == seen[0]
 
+    def test_string_condition_over_outputs_and_inputs(self, runner: Runner) -> None:
+        @fd.node
+        def score(text: str) -> dict[str, Any]:
+            return {"value": len(text) / 10, "flags": ["checked"]}
+
+        @fd.node(when="score.value >= threshold and 'checked' in score['flags']")
+        def publish(text: str) -> str:
+            return f"published {text}"
+
+        flow = fd.Flow("string-cond", [score, publish])
+        assert (
+            "score.value >= threshold" in flow.blueprint.node("publish").config["when"]
+        )
+        assert "publish" in flow.blueprint.to_json()
+        assert ("score", "publish") in [
+            (e.source, e.target) for e in flow.blueprint.edges
+        ]
+        done = runner.run(flow, {"text": "hello world", "threshold": 0.5})
+        assert "published hello world" == done["publish"]
+        skipped = runner.run(flow, {"text": "hi", "threshold": 0.5})
+        assert "skipped" == skipped.node_status["publish"]
+        with pytest.raises(fd.MissingInputError, match="'threshold'"):
+            runner.run(flow, {"text": "hi"})
+
     def test_condition_values_are_read_only(self, runner: Runner) -> None:
         @fd.node
         def start() -> int:
