@@ -32,11 +32,13 @@ from .exceptions import BatchInputError as BatchInputError
 from .exceptions import BlueprintError as BlueprintError
 from .exceptions import DefinitionError as DefinitionError
 from .exceptions import ExpressionError as ExpressionError
+from .exceptions import FlowCancelled as FlowCancelled
 from .exceptions import FlowdslError as FlowdslError
 from .exceptions import FlowFailed as FlowFailed
 from .exceptions import FlowWarning as FlowWarning
 from .exceptions import LoopLimitExceeded as LoopLimitExceeded
 from .exceptions import MissingInputError as MissingInputError
+from .exceptions import NodeTimeout as NodeTimeout
 
 __all__ = [
     "Action",
@@ -53,6 +55,7 @@ __all__ = [
     "EventBus",
     "ExpressionError",
     "Flow",
+    "FlowCancelled",
     "FlowdslError",
     "FlowFailed",
     "FlowWarning",
@@ -62,6 +65,7 @@ __all__ = [
     "MissingInputError",
     "Node",
     "NodeSpec",
+    "NodeTimeout",
     "RunError",
     "RunResult",
     "batch",

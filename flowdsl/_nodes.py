@@ -29,6 +29,7 @@ from typing import (
 import attrs
 from typing_extensions import Concatenate, ParamSpec, final
 
+from ._policy import RetryOn, RetryPolicy, make_policy
 from .exceptions import DefinitionError
 
 __all__ = [
@@ -66,6 +67,8 @@ class NodeOptions:
         when: A condition (an `Expression` or a callable) the node runs under.
         join: `"all"` waits for every predecessor; `"any"` runs on the first.
         after: Ids of nodes this one waits for without reading their value.
+        policy: Retries and timeout.
+        fallback: Called with the final error when every attempt failed.
     """
 
     inline: bool = False
@@ -73,6 +76,8 @@ class NodeOptions:
     when: Any = None
     join: Join = "all"
     after: tuple[str, ...] = ()
+    policy: RetryPolicy = RetryPolicy()
+    fallback: Callable[..., Any] | None = None
 
 
 def make_options(
@@ -83,6 +88,8 @@ def make_options(
     when: Condition | None = None,
     join: Join = "all",
     after: Sequence[NodeRef] = (),
+    fallback: Callable[..., Any] | None = None,
+    **policy: Any,
 ) -> NodeOptions:
     """Check the options of node `name` and gather them.
 
@@ -126,12 +133,19 @@ def make_options(
         raise DefinitionError(
             f"node {name!r}: after must be a list of nodes or ids, got {after!r}."
         )
+    if fallback is not None and not callable(fallback):
+        raise DefinitionError(
+            f"node {name!r}: fallback must be a callable taking the error, got "
+            f"{fallback!r}."
+        )
     return NodeOptions(
         inline=inline,
         on=route,
         when=condition,
         join=join,
         after=tuple(_ref(name, "after", a) for a in after),
+        policy=make_policy(name, **policy),
+        fallback=fallback,
     )
 
 
@@ -393,6 +407,14 @@ def node(
     when: Condition | None = None,
     join: Join = "all",
     after: Sequence[NodeRef] = (),
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    max_delay: float | None = None,
+    jitter: float = 0.0,
+    retry_on: RetryOn = (Exception,),
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
 ) -> _NodeDecorator: ...
 
 
@@ -406,6 +428,14 @@ def node(
     when: Condition | None = None,
     join: Join = "all",
     after: Sequence[NodeRef] = (),
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    max_delay: float | None = None,
+    jitter: float = 0.0,
+    retry_on: RetryOn = (Exception,),
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
 ) -> Any:
     """Mark a function as a flow node.
 
@@ -430,6 +460,18 @@ def node(
         join: `"all"` (wait for every predecessor that is not skipped) or
             `"any"` (run once, on the first predecessor to finish).
         after: Nodes (or ids) to wait for without reading their values.
+        retries: Extra attempts after a failure (0: none).
+        retry_delay: Seconds before the first retry.
+        backoff: Multiplies the delay after each retry.
+        max_delay: Caps each delay, in seconds.
+        jitter: Adds up to this many seconds to each delay.
+        retry_on: Only these exception types are retried.
+        timeout: Seconds each attempt may take. An async node is cancelled
+            at its deadline; a sync node on a thread cannot be stopped, so
+            the attempt is marked timed out and its late result discarded.
+        fallback: Called with the final error (and an `fd.Context`, if it
+            declares one) when every attempt failed; its value replaces the
+            output and the node is reported `rescued`.
 
     Returns:
         A `Node` (or `AsyncNode`) wrapping `fn`, or a decorator that makes one.
@@ -438,7 +480,21 @@ def node(
         DefinitionError: `fn` cannot be a node (a generator, a lambda without
             an id, not callable) or an option is invalid.
     """
-    options = {"inline": inline, "on": on, "when": when, "join": join, "after": after}
+    options = {
+        "inline": inline,
+        "on": on,
+        "when": when,
+        "join": join,
+        "after": after,
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "backoff": backoff,
+        "max_delay": max_delay,
+        "jitter": jitter,
+        "retry_on": retry_on,
+        "timeout": timeout,
+        "fallback": fallback,
+    }
     if fn is None:
         return _NodeDecorator(id, options)
     return _make_node(fn, id, options, _caller_locals())
@@ -506,6 +562,14 @@ def batch(
     when: Condition | None = None,
     join: Join = "all",
     after: Sequence[NodeRef] = (),
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    max_delay: float | None = None,
+    jitter: float = 0.0,
+    retry_on: RetryOn = (Exception,),
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
 ) -> _BatchDecorator:
     """Mark a function as a batch worker: scatter, process each item, gather.
 
@@ -528,6 +592,15 @@ def batch(
         when: Run only when this condition holds (see `node`).
         join: `"all"` or `"any"` (see `node`).
         after: Nodes to wait for without reading their values.
+        retries: Extra attempts for each failed item.
+        retry_delay: Seconds before an item's first retry.
+        backoff: Multiplies the delay after each retry.
+        max_delay: Caps each delay, in seconds.
+        jitter: Adds up to this many seconds to each delay.
+        retry_on: Only these exception types are retried.
+        timeout: Seconds each item's attempt may take (see `node`).
+        fallback: Called with an item's final error; its value fills the
+            item's slot.
 
     Returns:
         A decorator that turns the worker into a `BatchNode`.
@@ -548,6 +621,14 @@ def batch(
             "when": when,
             "join": join,
             "after": after,
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "backoff": backoff,
+            "max_delay": max_delay,
+            "jitter": jitter,
+            "retry_on": retry_on,
+            "timeout": timeout,
+            "fallback": fallback,
         },
     )
 
@@ -660,4 +741,24 @@ def node_options(n: BaseNode) -> dict[str, Any]:
         data["joinStrategy"] = options.join
     if options.after:
         data["after"] = list(options.after)
+    policy = options.policy
+    defaults = RetryPolicy()
+    for field, key in (
+        ("retries", "retries"),
+        ("retry_delay", "retryDelay"),
+        ("backoff", "backoff"),
+        ("max_delay", "maxDelay"),
+        ("jitter", "jitter"),
+        ("timeout", "timeout"),
+    ):
+        value = getattr(policy, field)
+        if value != getattr(defaults, field):
+            data[key] = value
+    if policy.retry_on != defaults.retry_on:
+        data["retryOn"] = [f"{t.__module__}:{t.__qualname__}" for t in policy.retry_on]
+    if options.fallback is not None:
+        fallback = options.fallback
+        data["fallbackUses"] = (
+            f"{fallback.__module__}:{getattr(fallback, '__qualname__', fallback)}"
+        )
     return data

@@ -12,11 +12,13 @@ __all__ = [
     "BlueprintError",
     "DefinitionError",
     "ExpressionError",
+    "FlowCancelled",
     "FlowFailed",
     "FlowWarning",
     "FlowdslError",
     "LoopLimitExceeded",
     "MissingInputError",
+    "NodeTimeout",
 ]
 
 
@@ -123,4 +125,30 @@ class LoopLimitExceeded(FlowdslError):
         super().__init__(
             f"loop {loop_id!r} still wanted to repeat after {max_iterations} "
             "iterations; raise max_iterations= or check its while_ condition."
+        )
+
+
+class FlowCancelled(FlowFailed):
+    """A run was cancelled; `result` holds every output that completed."""
+
+
+class NodeTimeout(FlowdslError, TimeoutError):
+    """An attempt ran past its node's `timeout`.
+
+    Args:
+        node_id: The node.
+        timeout: Its timeout in seconds.
+        item_index: The batch item, if any.
+    """
+
+    def __init__(self, node_id: str, timeout: float, item_index: int | None = None):
+        self.node_id = node_id
+        self.timeout = timeout
+        self.item_index = item_index
+        where = f"node {node_id!r}" + (
+            "" if item_index is None else f" item {item_index}"
+        )
+        super().__init__(
+            f"{where} took longer than its timeout of {timeout:g} s; raise "
+            "timeout= or make the attempt faster."
         )
