@@ -9,6 +9,7 @@ that has a synchronous face (`flow.run()`) and an asynchronous one
 from ._blueprint import Blueprint as Blueprint
 from ._blueprint import EdgeSpec as EdgeSpec
 from ._blueprint import NodeSpec as NodeSpec
+from ._cancel import CancelToken as CancelToken
 from ._compose import loop as loop
 from ._compose import subflow as subflow
 from ._context import Context as Context
@@ -48,6 +49,7 @@ __all__ = [
     "BatchNode",
     "Blueprint",
     "BlueprintError",
+    "CancelToken",
     "Context",
     "DefinitionError",
     "EdgeSpec",

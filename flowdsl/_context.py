@@ -22,6 +22,7 @@ class SharedState:
         self.values: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.emit = emit
+        self.cancelled = threading.Event()
 
 
 class Context:
@@ -64,6 +65,12 @@ class Context:
         """
         item = "" if self.item_index is None else str(self.item_index)
         return f"{self.run_id}:{self.node_id}:{item}"
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled: a long sync node should check this
+        now and then, and return early when it turns true."""
+        return self._state.cancelled.is_set()
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value stored under `key`, or `default`."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._compose import LoopNode, SubflowNode
+from ._cancel import CancelToken
 from ._events import Listener
 from ._inference import Binding
 from ._nodes import BaseNode, _BatchBase, node_options
@@ -16,7 +17,12 @@ from ._result import RunResult
 from ._runner import AsyncDriver, SyncDriver
 from ._typecheck import describe, value_matches
 from ._validate import compile_flow
-from .exceptions import DefinitionError, FlowFailed, MissingInputError
+from .exceptions import (
+    DefinitionError,
+    FlowCancelled,
+    FlowFailed,
+    MissingInputError,
+)
 from .executors import ExecutorSpec, resolve_executor
 
 __all__ = ["Flow"]
@@ -107,6 +113,7 @@ class Flow:
         check: bool = True,
         validate_inputs: bool = False,
         on_event: Listener | None = None,
+        cancel: CancelToken | None = None,
     ) -> RunResult:
         """Run the flow to the end and return its result.
 
@@ -124,6 +131,9 @@ class Flow:
                 annotations of the parameters that receive it.
             on_event: Called with each `fd.Event` of the run, in order (an
                 `fd.EventBus` fits); no events are built without it.
+            cancel: A `fd.CancelToken` that cancels the run. Ctrl-C does too:
+                the run is cancelled, then `KeyboardInterrupt` propagates
+                with the result on its `result` attribute.
 
         Returns:
             The run's result.
@@ -142,6 +152,7 @@ class Flow:
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
             on_event=on_event,
+            cancel=cancel,
         )
         return self._checked(driver.run(), check)
 
@@ -155,6 +166,7 @@ class Flow:
         check: bool = True,
         validate_inputs: bool = False,
         on_event: Listener | None = None,
+        cancel: CancelToken | None = None,
     ) -> RunResult:
         """Run the flow on the running event loop; the same as `run()` otherwise.
 
@@ -166,6 +178,8 @@ class Flow:
             check: Raise `FlowFailed` if the run fails (else return it).
             validate_inputs: Check inputs against annotations (see `run()`).
             on_event: Called with each event (see `run()`).
+            cancel: A `fd.CancelToken`; cancelling the task awaiting `arun()`
+                cancels the run too, then re-raises `CancelledError`.
 
         Returns:
             The run's result.
@@ -182,6 +196,7 @@ class Flow:
             concurrency=_check_concurrency(concurrency),
             executor=resolve_executor(executor),
             on_event=on_event,
+            cancel=cancel,
         )
         return self._checked(await driver.run(), check)
 
@@ -194,6 +209,7 @@ class Flow:
         executor: ExecutorSpec = None,
         check: bool = True,
         on_event: Listener | None = None,
+        cancel: CancelToken | None = None,
     ) -> RunResult:
         """Continue a paused run from its state.
 
@@ -210,6 +226,7 @@ class Flow:
             executor: As for `run()`.
             check: As for `run()`.
             on_event: As for `run()`.
+            cancel: As for `run()`.
 
         Returns:
             The run's result: `"awaiting"` again if it is still waiting.
@@ -226,6 +243,7 @@ class Flow:
             executor=resolve_executor(executor),
             resume=self._check_state(state, events),
             on_event=on_event,
+            cancel=cancel,
         )
         return self._checked(driver.run(), check)
 
@@ -238,6 +256,7 @@ class Flow:
         executor: ExecutorSpec = None,
         check: bool = True,
         on_event: Listener | None = None,
+        cancel: CancelToken | None = None,
     ) -> RunResult:
         """Continue a paused run on the running event loop (see `resume`).
 
@@ -248,6 +267,7 @@ class Flow:
             executor: As for `run()`.
             check: As for `run()`.
             on_event: As for `run()`.
+            cancel: As for `run()`.
 
         Returns:
             The run's result.
@@ -264,6 +284,7 @@ class Flow:
             executor=resolve_executor(executor),
             resume=self._check_state(state, events),
             on_event=on_event,
+            cancel=cancel,
         )
         return self._checked(await driver.run(), check)
 
@@ -344,6 +365,13 @@ class Flow:
 
     @staticmethod
     def _checked(result: RunResult, check: bool) -> RunResult:
+        if check and result.status == "cancelled":
+            done = ", ".join(sorted(result.outputs)) or "none"
+            raise FlowCancelled(
+                f"flow {result.flow_id!r} run {result.run_id!r} was cancelled. "
+                f"Completed outputs: {done}; they are on this exception's .result.",
+                result,
+            )
         if check and result.status == "failed":
             first = result.errors[0] if result.errors else None
             summary = "; ".join(e.describe() for e in result.errors[:3])

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import attrs
 
 from ._nodes import BaseNode, Join, OnError
+from ._policy import RetryPolicy
 
 __all__ = ["Plan", "PlanNode"]
 
@@ -42,6 +43,10 @@ class PlanNode:
         loop: For a loop node, how it repeats.
         pause: `("wait", event)` or `("sleep", (seconds, durable))` for the
             nodes the scheduler completes itself.
+        policy: Retries and timeout.
+        fallback: Called with the final error, if set.
+        fallback_async: Whether `fallback` is a coroutine function.
+        fallback_context: Whether `fallback` takes a `Context` too.
     """
 
     id: str
@@ -64,6 +69,10 @@ class PlanNode:
     join: Join = "all"
     loop: Any = None
     pause: tuple[str, Any] | None = None
+    policy: RetryPolicy = RetryPolicy()
+    fallback: Any = None
+    fallback_async: bool = False
+    fallback_context: bool = False
 
     @property
     def is_batch(self) -> bool:

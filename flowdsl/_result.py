@@ -21,14 +21,24 @@ __all__ = [
 R = TypeVar("R")
 T = TypeVar("T")
 
-RunStatus = Literal["completed", "failed", "awaiting"]
+RunStatus = Literal["completed", "failed", "awaiting", "cancelled"]
+#: `rescued`: failed, but its fallback's value stands in for its output;
+#: `cancelled`: in flight when the run was cancelled;
 #: `skipped`: on a branch not taken (its route or condition did not hold, or
 #: what it needs was skipped); `not_run`: never started, because the run
 #: stopped at a failure elsewhere; `stopped`: a batch that had started when
 #: the run stopped at such a failure; `waiting`: a wait or durable sleep node
 #: holding a paused run; `pending`: not reached yet in a paused run.
 NodeStatus = Literal[
-    "completed", "failed", "skipped", "not_run", "stopped", "waiting", "pending"
+    "completed",
+    "rescued",
+    "failed",
+    "skipped",
+    "cancelled",
+    "not_run",
+    "stopped",
+    "waiting",
+    "pending",
 ]
 
 
@@ -111,7 +121,8 @@ class RunResult:
         flow_id: The flow's id.
         run_id: This run's id.
         status: `"completed"` only when every node completed or was skipped;
-            `"awaiting"` when paused at a wait or durable sleep; `"failed"`.
+            `"awaiting"` when paused at a wait or durable sleep; `"failed"`;
+            `"cancelled"`.
         outputs: Output key to value, for every node that completed.
         errors: Every node and item failure, in the order they happened.
         node_status: Each node id to `"completed"`, `"failed"`, `"stopped"`
@@ -125,6 +136,8 @@ class RunResult:
             sleep ends.
         state: The run as plain data (JSON-serializable when its outputs,
             inputs and context values are): pass it to `Flow.resume`.
+        rescued: The failures that fallbacks recovered from (not in
+            `errors`: they did not fail the run).
     """
 
     flow_id: str
@@ -140,6 +153,7 @@ class RunResult:
     waiting_for: tuple[str, ...] = ()
     wake_at: float | None = None
     state: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    rescued: tuple[RunError, ...] = ()
 
     @property
     def ok(self) -> bool:

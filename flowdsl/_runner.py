@@ -21,15 +21,29 @@ from collections import deque
 from concurrent.futures import Executor
 from typing import Any, Callable, Coroutine, Iterable, Mapping
 
+from ._cancel import CancelToken
 from ._context import Context, SharedState
 from ._events import EventSink, Listener
 from ._nodes import BaseNode
 from ._plan import Plan, PlanNode
 from ._result import RunResult
-from ._scheduler import Command, Failure, RunItems, RunNode, Scheduler
+from ._scheduler import (
+    CancelTasks,
+    Command,
+    Failure,
+    RunFallback,
+    RunItems,
+    RunNode,
+    Scheduler,
+)
 from .executors import ExecutorChoice
 
-__all__ = ["AsyncDriver", "SyncDriver"]
+__all__ = ["GRACE_PERIOD", "AsyncDriver", "SyncDriver"]
+
+#: Seconds a cancelled run waits for sync nodes already running to return.
+GRACE_PERIOD = 5.0
+
+_CANCEL: Any = object()  # queued by a CancelToken for the sync face
 
 
 def run_node(node: BaseNode, kwargs: Mapping[str, Any]) -> Any:
@@ -85,6 +99,7 @@ class _Driver:
         executor: ExecutorChoice,
         resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
         on_event: Listener | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         if resume is not None:
             inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
@@ -105,100 +120,131 @@ class _Driver:
             state, events = resume
             self.scheduler.resume_from(state, events)
             self.state.values.update(state.get("context", {}))
+        self._token = cancel
         self._choice = executor
         self._executor: Executor | None = executor.given
         self._owned_executor: Executor | None = None
+        self._tasks: dict[int, Any] = {}  # token -> future of an async command
         self._started = time.perf_counter()
+        self._cancel_deadline: float | None = None
 
-    def _pool(self) -> Executor:
-        if self._executor is None:
-            self._executor = self._owned_executor = self._choice.open()
-            assert self._executor is not None
-        return self._executor
-
-    def _kwargs(
-        self, node: PlanNode, kwargs: dict[str, Any], index: int | None
-    ) -> dict[str, Any]:
-        if not node.context_params:
-            return kwargs
-        context = Context(self.state, node.id, index)
-        return {**kwargs, **dict.fromkeys(node.context_params, context)}
-
-    def _item_kwargs(self, command: RunItems) -> dict[str, Any] | list[Any]:
-        node = command.node
-        if not node.context_params:
-            return command.kwargs
-        return [
-            self._kwargs(node, command.kwargs, command.start + i)
-            for i in range(len(command.items))
-        ]
-
-    def _sync_call(
-        self, command: Command
-    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        if isinstance(command, RunNode):
-            return run_node, (
-                command.node.node,
-                self._kwargs(command.node, command.kwargs, None),
-            )
-        return run_chunk, (
-            command.node.node,
-            command.items,
-            self._item_kwargs(command),
-            command.node.on_error == "raise",
-        )
-
-    def _coroutine(self, command: Command) -> Coroutine[Any, Any, Any]:
-        node = command.node
-        if isinstance(command, RunNode):
-            result: Coroutine[Any, Any, Any] = node.node.fn(
-                **self._kwargs(node, command.kwargs, None)
-            )
-            return result
-        (item,) = command.items
-        return _run_async_item(
-            node.node, item, self._kwargs(node, command.kwargs, command.start)
-        )
+    # -- carrying out commands --------------------------------------------------
 
     def _dispatch(self, commands: list[Command]) -> None:
         """Carry out commands; inline ones run here, and so do their follow-ups."""
         todo = deque(commands)
         while todo:
             command = todo.popleft()
-            if command.inline:
+            if isinstance(command, CancelTasks):
+                for token in command.tokens:
+                    future = self._tasks.get(token)
+                    if future is not None:
+                        future.cancel()
+            elif command.inline:
                 todo.extend(self._run_inline(command))
             else:
                 self._submit(command)
 
-    def _submit(self, command: Command) -> None:
+    def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
         raise NotImplementedError
 
-    def _run_inline(self, command: Command) -> list[Command]:
+    def _run_inline(self, command: RunNode | RunItems | RunFallback) -> list[Command]:
         fn, args = self._sync_call(command)
         try:
             value = fn(*args)
         except Exception as exc:
-            assert isinstance(command, RunNode)  # chunks catch their own errors
-            return self.scheduler.node_failed(command, exc, time.perf_counter())
+            return self._feed_error(command, exc)
         return self._feed(command, value)
 
-    def _feed(self, command: Command, value: Any) -> list[Command]:
-        if isinstance(command, RunNode):
-            return self.scheduler.node_done(command, value, time.perf_counter())
-        return self.scheduler.items_done(command, value, time.perf_counter())
+    def _context(self, node: PlanNode, index: int | None, attempt: int) -> Context:
+        return Context(self.state, node.id, index, attempt)
 
-    def _settle(self, command: Command, future: Any) -> list[Command]:
+    def _kwargs(self, command: RunNode | RunItems, index: int | None) -> dict[str, Any]:
+        node = command.node
+        if not node.context_params:
+            return command.kwargs
+        context = self._context(node, index, command.attempt)
+        return {**command.kwargs, **dict.fromkeys(node.context_params, context)}
+
+    def _fallback_args(self, command: RunFallback) -> tuple[Any, ...]:
+        node = command.node
+        if node.fallback_context:
+            return (command.exception, self._context(node, command.item_index, 1))
+        return (command.exception,)
+
+    def _sync_call(
+        self, command: RunNode | RunItems | RunFallback
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if isinstance(command, RunNode):
+            return run_node, (command.node.node, self._kwargs(command, None))
+        if isinstance(command, RunFallback):
+            return command.node.fallback, self._fallback_args(command)
+        per_item: dict[str, Any] | list[Any] = command.kwargs
+        if command.node.context_params:
+            per_item = [
+                self._kwargs(command, command.start + i)
+                for i in range(len(command.items))
+            ]
+        return run_chunk, (
+            command.node.node,
+            command.items,
+            per_item,
+            command.stop_on_error,
+        )
+
+    def _coroutine(
+        self, command: RunNode | RunItems | RunFallback
+    ) -> Coroutine[Any, Any, Any]:
+        node = command.node
+        result: Coroutine[Any, Any, Any]
+        if isinstance(command, RunNode):
+            result = node.node.fn(**self._kwargs(command, None))
+        elif isinstance(command, RunFallback):
+            result = node.fallback(*self._fallback_args(command))
+        else:
+            (item,) = command.items
+            kwargs = self._kwargs(command, command.start)
+            result = _run_async_item(node.node, item, kwargs)
+        return result
+
+    # -- outcomes back to the scheduler ------------------------------------------
+
+    def _feed(
+        self, command: RunNode | RunItems | RunFallback, value: Any
+    ) -> list[Command]:
+        now = time.perf_counter()
+        if isinstance(command, RunNode):
+            return self.scheduler.node_done(command, value, now)
+        if isinstance(command, RunFallback):
+            return self.scheduler.fallback_done(command, value, now)
+        return self.scheduler.items_done(command, value, now)
+
+    def _feed_error(
+        self, command: RunNode | RunItems | RunFallback, exc: BaseException
+    ) -> list[Command]:
+        now = time.perf_counter()
+        if isinstance(command, RunNode):
+            return self.scheduler.node_failed(command, exc, now)
+        if isinstance(command, RunFallback):
+            return self.scheduler.fallback_failed(command, exc, now)
+        outcomes = [Failure(exc)] * len(command.items)
+        return self.scheduler.items_done(command, outcomes, now)
+
+    def _settle(
+        self, command: RunNode | RunItems | RunFallback, future: Any
+    ) -> list[Command]:
         """Turn a finished future into the scheduler's next commands."""
+        self._tasks.pop(command.token, None)
+        if future.cancelled():
+            return self._feed_error(command, asyncio.CancelledError())
         exc = future.exception()
         if exc is None:
             return self._feed(command, future.result())
-        if not isinstance(exc, Exception):
-            raise exc  # KeyboardInterrupt, SystemExit: never a node failure
-        if isinstance(command, RunNode):
-            return self.scheduler.node_failed(command, exc, time.perf_counter())
-        # A chunk sent to a process pool that could not run at all.
-        outcomes = [Failure(exc)] * len(command.items)
-        return self.scheduler.items_done(command, outcomes, time.perf_counter())
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc  # never a node failure
+        return self._feed_error(command, exc)
+
+    # -- the run's edges ---------------------------------------------------------
 
     def _start(self) -> None:
         if self._emit is not None:
@@ -208,6 +254,13 @@ class _Driver:
     def _tick(self) -> None:
         self._dispatch(self.scheduler.tick(time.perf_counter()))
 
+    def _cancel(self) -> None:
+        """Stop the run: async nodes are cancelled, sync ones told to stop."""
+        if self._cancel_deadline is None:
+            self._cancel_deadline = time.perf_counter() + GRACE_PERIOD
+            self.state.cancelled.set()
+            self._dispatch(self.scheduler.cancel(time.perf_counter()))
+
     def _result(self) -> RunResult:
         duration = time.perf_counter() - self._started
         with self.state.lock:
@@ -216,9 +269,17 @@ class _Driver:
             self._emit("run_finish", data={"status": result.status})
         return result
 
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            self._executor = self._owned_executor = self._choice.open()
+            assert self._executor is not None
+        return self._executor
+
     def _close_pool(self) -> None:
         if self._owned_executor is not None:
-            self._owned_executor.shutdown(wait=True)
+            # After a cancel's grace period, threads still running are left
+            # to finish on their own rather than block the caller.
+            self._owned_executor.shutdown(wait=self.scheduler.finished)
 
 
 class SyncDriver(_Driver):
@@ -231,33 +292,68 @@ class SyncDriver(_Driver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._done: queue.SimpleQueue[tuple[Command, Any]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     def run(self) -> RunResult:
+        remove = None
+        if self._token is not None:
+            remove = self._token.on_cancel(lambda: self._done.put(_CANCEL))
+        interrupted: KeyboardInterrupt | None = None
         try:
             self._start()
             while not self.scheduler.finished:
-                wakeup = self.scheduler.next_wakeup
-                timeout = None if wakeup is None else wakeup - time.perf_counter()
                 try:
-                    command, future = self._done.get(timeout=timeout)
-                except queue.Empty:
-                    self._tick()
-                else:
-                    self._dispatch(self._settle(command, future))
-                    if wakeup is not None and time.perf_counter() >= wakeup:
-                        self._tick()
+                    self._step()
+                except KeyboardInterrupt as exc:
+                    interrupted = exc
+                    self._cancel()
+                if self._grace_over():
+                    break
         finally:
+            if remove is not None:
+                remove()
             self._close_pool()
             self._close_portal()
+        if interrupted is not None:
+            interrupted.result = self._result()  # type: ignore[attr-defined]
+            raise interrupted
         return self._result()
 
-    def _submit(self, command: Command) -> None:
-        if command.node.is_async:
-            coroutine = self._coroutine(command)
-            future: Any = asyncio.run_coroutine_threadsafe(coroutine, self._portal())
+    def _step(self) -> None:
+        """Wait for one outcome (or the next timer) and act on it."""
+        wakeup = self.scheduler.next_wakeup
+        limits = [t for t in (wakeup, self._cancel_deadline) if t is not None]
+        timeout = max(0.0, min(limits) - time.perf_counter()) if limits else None
+        try:
+            item = self._done.get(timeout=timeout)
+        except queue.Empty:
+            self._tick()
+            return
+        if item is _CANCEL:
+            self._cancel()
+            return
+        command, future = item
+        self._dispatch(self._settle(command, future))
+        if wakeup is not None and time.perf_counter() >= wakeup:
+            self._tick()
+
+    def _grace_over(self) -> bool:
+        deadline = self._cancel_deadline
+        return deadline is not None and time.perf_counter() >= deadline
+
+    def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
+        is_async = (
+            command.node.fallback_async
+            if isinstance(command, RunFallback)
+            else command.node.is_async
+        )
+        if is_async:
+            future: Any = asyncio.run_coroutine_threadsafe(
+                self._coroutine(command), self._portal()
+            )
+            self._tasks[command.token] = future
         else:
             fn, args = self._sync_call(command)
             future = self._pool().submit(fn, *args)
@@ -275,9 +371,20 @@ class SyncDriver(_Driver):
     def _close_portal(self) -> None:
         if self._loop is None or self._thread is None:
             return
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop = self._loop
+
+        async def drain() -> None:  # cancelled tasks finish unwinding first
+            tasks = [
+                t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()
+            ]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(drain(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join()
-        self._loop.close()
+        loop.close()
 
 
 class AsyncDriver(_Driver):
@@ -285,7 +392,8 @@ class AsyncDriver(_Driver):
 
     Async nodes are tasks on that loop; sync nodes run on the executor (or
     inline). Completions arrive as callbacks on the loop, which feed the
-    scheduler and dispatch what it answers.
+    scheduler and dispatch what it answers. Cancelling the task awaiting
+    `run()` cancels the run, then re-raises `CancelledError`.
     """
 
     async def run(self) -> RunResult:
@@ -293,16 +401,38 @@ class AsyncDriver(_Driver):
         self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        remove = None
+        if self._token is not None:
+
+            def wake() -> None:  # called on whichever thread cancels
+                loop.call_soon_threadsafe(self._guarded, self._cancel)
+
+            remove = self._token.on_cancel(wake)
         try:
             self._start()
             self._after_dispatch()
-            if not self.scheduler.finished:
-                await self._finished
+            try:
+                await asyncio.shield(self._finished)
+            except asyncio.CancelledError:
+                self._guarded(self._cancel)
+                await self._wait_out_grace()
+                raise
         finally:
+            if remove is not None:
+                remove()
             if self._timer is not None:
                 self._timer.cancel()
             self._close_pool()
         return self._result()
+
+    async def _wait_out_grace(self) -> None:
+        deadline = self._cancel_deadline or time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._finished), max(0.0, deadline - time.perf_counter())
+            )
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
 
     def _after_dispatch(self) -> None:
         """Finish, or keep a timer armed for the scheduler's next wakeup."""
@@ -332,15 +462,23 @@ class AsyncDriver(_Driver):
             return
         self._after_dispatch()
 
-    def _submit(self, command: Command) -> None:
-        if command.node.is_async:
+    def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
+        is_async = (
+            command.node.fallback_async
+            if isinstance(command, RunFallback)
+            else command.node.is_async
+        )
+        if is_async:
             future: asyncio.Future[Any] = self._loop.create_task(
                 self._coroutine(command)
             )
+            self._tasks[command.token] = future
         else:
             fn, args = self._sync_call(command)
             future = self._loop.run_in_executor(self._pool(), fn, *args)
         future.add_done_callback(functools.partial(self._on_done, command))
 
-    def _on_done(self, command: Command, future: asyncio.Future[Any]) -> None:
+    def _on_done(
+        self, command: RunNode | RunItems | RunFallback, future: asyncio.Future[Any]
+    ) -> None:
         self._guarded(lambda: self._dispatch(self._settle(command, future)))

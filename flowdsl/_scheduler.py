@@ -23,12 +23,14 @@ import attrs
 
 from ._plan import Plan, PlanNode
 from ._result import Action, ChildRun, ItemError, NodeStatus, RunError, RunResult
-from .exceptions import BatchInputError, FlowFailed, LoopLimitExceeded
+from .exceptions import BatchInputError, FlowFailed, LoopLimitExceeded, NodeTimeout
 
 __all__ = [
     "DEFAULT_ASYNC_SLOTS",
+    "CancelTasks",
     "Command",
     "Failure",
+    "RunFallback",
     "RunItems",
     "RunNode",
     "Scheduler",
@@ -46,19 +48,47 @@ class RunNode(NamedTuple):
     node: PlanNode
     kwargs: dict[str, Any]
     inline: bool
+    attempt: int = 1
+    token: int = 0
 
 
 class RunItems(NamedTuple):
-    """Command: call the batch worker on `items`, indexed from `start`."""
+    """Command: call the batch worker on `items`, indexed from `start`.
+
+    With `stop_on_error`, the worker stops at the first failing item.
+    """
 
     node: PlanNode
     start: int
     items: list[Any]
     kwargs: dict[str, Any]
     inline: bool
+    attempt: int = 1
+    token: int = 0
+    stop_on_error: bool = False
 
 
-Command = Union[RunNode, RunItems]
+class RunFallback(NamedTuple):
+    """Command: call the node's fallback with the final `exception`."""
+
+    node: PlanNode
+    exception: BaseException
+    item_index: int | None
+    attempts: int
+    inline: bool
+    token: int = 0
+
+
+class CancelTasks(NamedTuple):
+    """Command: cancel the async commands with these tokens."""
+
+    tokens: tuple[int, ...]
+    inline: bool = True
+
+
+#: Commands that run user code.
+Work = Union[RunNode, RunItems, RunFallback]
+Command = Union[RunNode, RunItems, RunFallback, CancelTasks]
 
 _PENDING: Any = object()  # a slot whose item has not finished
 _SKIPPED: Any = object()  # a slot left out of the gathered list
@@ -73,11 +103,18 @@ class Failure:
         self.exception = exception
 
 
+def _runs_async(command: Work) -> bool:
+    """Whether the faces run this command as a task on the event loop."""
+    if isinstance(command, RunFallback):
+        return command.node.fallback_async
+    return command.node.is_async
+
+
 class _BatchRun:
     """The state of one running batch: a cursor over its input and counters."""
 
     __slots__ = ("done", "exhausted", "failed", "in_flight", "iterator", "kwargs",
-                 "node", "results")  # fmt: skip
+                 "node", "results", "retries")  # fmt: skip
 
     def __init__(self, node: PlanNode, iterator: Iterator[Any], kwargs: dict[str, Any]):
         self.node = node
@@ -88,6 +125,13 @@ class _BatchRun:
         self.done = 0
         self.exhausted = False
         self.failed = False
+        # (due, index, item, attempt) for items waiting to be retried
+        self.retries: list[tuple[float, int, Any, int]] = []
+
+    @property
+    def settled(self) -> bool:
+        """Every item pulled, none in flight, none waiting for a retry."""
+        return self.exhausted and not self.in_flight and not self.retries
 
 
 class Scheduler:
@@ -155,6 +199,14 @@ class Scheduler:
         self._next_kwargs: dict[str, dict[str, Any]] = {}  # a loop's next inputs
         self._make_context = make_context or (lambda node_id: None)
         self._emit = emit
+        self._token = 0
+        self._live: dict[int, Work] = {}  # commands whose outcome counts
+        self._deadlines: dict[int, float] = {}  # token -> attempt deadline
+        self._attempts: dict[str, int] = {}  # node id -> its next attempt
+        self._retry_due: dict[str, float] = {}  # node id -> when to retry
+        self._fallbacks: list[RunFallback] = []  # waiting to be sent
+        self._rescued: dict[str, RunError] = {}  # node id -> what it recovered from
+        self._cancelled = False
 
     # -- events ---------------------------------------------------------------
 
@@ -175,12 +227,44 @@ class Scheduler:
         return self._pump(now)
 
     def tick(self, now: float) -> list[Command]:
-        """Time passed: live sleeps that are due complete."""
+        """Time passed: due sleeps complete, attempts past their deadline fail.
+
+        Retries that are due start in the pump that follows.
+        """
+        cancel: list[int] = []
+        for token, due in list(self._deadlines.items()):
+            if due <= now:
+                del self._deadlines[token]
+                command = self._live.pop(token)
+                if command.node.is_async:
+                    cancel.append(token)
+                self._timed_out(command, now)
         for node_id, due in list(self._timers.items()):
             if due <= now:
                 del self._timers[node_id]
                 self._complete(node_id, None, now)
-        return self._pump(now)
+        commands = self._pump(now)
+        if cancel:
+            commands.insert(0, CancelTasks(tuple(cancel)))
+        return commands
+
+    def cancel(self, now: float) -> list[Command]:
+        """Stop the run: nothing new starts, no retry or fallback runs.
+
+        Returns:
+            A command cancelling every async command in flight; sync ones
+            finish (they see `ctx.cancelled`), and what they return is kept.
+        """
+        if self._cancelled or self.finished:
+            return []
+        self._cancelled = self._halted = True
+        self._retry_due.clear()
+        self._fallbacks.clear()
+        self._timers.clear()
+        for run in self._batches.values():
+            run.retries.clear()
+        tokens = tuple(t for t, c in self._live.items() if c.node.is_async)
+        return [CancelTasks(tokens)] if tokens else []
 
     def resume_from(self, state: Mapping[str, Any], events: Mapping[str, Any]) -> None:
         """Restore a paused run's snapshot (call before `start`).
@@ -217,25 +301,28 @@ class Scheduler:
     @property
     def next_wakeup(self) -> float | None:
         """When `tick` is next needed (faces' clock), or None."""
-        return min(self._timers.values()) if self._timers else None
+        dues = [*self._timers.values(), *self._deadlines.values()]
+        dues += self._retry_due.values()
+        dues += (r[0] for run in self._batches.values() for r in run.retries)
+        return min(dues) if dues else None
 
     def node_done(self, command: RunNode, value: Any, now: float) -> list[Command]:
         """The node of `command` returned `value`."""
-        self._command_finished(command)
-        self._items -= 1
-        n = command.node
-        repeated = n.loop is not None and self._repeat(command, value, now)
-        if not repeated and self._status[n.id] is None:  # a loop may have failed
-            self._complete(n.id, value, now)
+        if self._finish_command(command):
+            self._items -= 1
+            n = command.node
+            repeated = n.loop is not None and self._repeat(command, value, now)
+            if not repeated and self._status[n.id] is None:  # a loop may have failed
+                self._complete(n.id, value, now)
         return self._pump(now)
 
     def node_failed(
         self, command: RunNode, exc: BaseException, now: float
     ) -> list[Command]:
         """The node of `command` raised `exc`."""
-        self._command_finished(command)
-        self._items -= 1
-        self._fail(command.node.id, None, exc, now)
+        if self._finish_command(command):
+            self._items -= 1
+            self._attempt_failed(command.node, None, None, exc, command.attempt, now)
         return self._pump(now)
 
     def items_done(
@@ -247,30 +334,67 @@ class Scheduler:
         `Failure` if it raised. Fewer outcomes than items means the worker
         stopped at a failure and the rest never started.
         """
-        self._command_finished(command)
-        run = self._batches[command.node.id]
+        if not self._finish_command(command):
+            return self._pump(now)
+        n = command.node
+        run = self._batches[n.id]
         results = run.results
         index = command.start
-        for outcome in outcomes:
-            if type(outcome) is Failure:
-                self._item_failed(run, index, outcome.exception, now)
-            else:
-                results[index] = outcome
-            index += 1
         count = len(command.items)
         run.in_flight -= count
-        run.done += count
         self._items -= count
+        for offset, outcome in enumerate(outcomes):
+            if type(outcome) is Failure:
+                item = command.items[offset]
+                exc = outcome.exception
+                self._attempt_failed(n, index, item, exc, command.attempt, now)
+            else:
+                results[index] = outcome
+                run.done += 1
+            index += 1
         if self._emit is not None:
-            pulled = len(run.results)
-            self._emit(
-                "batch_progress",
-                run.node.id,
-                None,
-                {"done": run.done, "pulled": pulled, "exhausted": run.exhausted},
-            )
-        if run.exhausted and run.in_flight == 0:
+            data = {
+                "done": run.done,
+                "pulled": len(results),
+                "exhausted": run.exhausted,
+            }
+            self._emit("batch_progress", n.id, None, data)
+        if run.settled and not run.failed:
             self._finish_batch(run, now)
+        return self._pump(now)
+
+    def fallback_done(
+        self, command: RunFallback, value: Any, now: float
+    ) -> list[Command]:
+        """A fallback returned `value`: it stands in for the failed output."""
+        if self._finish_command(command):
+            self._items -= 1
+            n = command.node
+            error = RunError(
+                n.id, command.item_index, command.attempts, command.exception
+            )
+            if self._emit is not None:
+                self._emit("node_rescued", n.id, command.item_index, command.exception)
+            if command.item_index is None:
+                self._rescued[n.id] = error
+                self._complete(n.id, value, now)
+            else:
+                run = self._batches[n.id]
+                run.in_flight -= 1
+                run.done += 1
+                run.results[command.item_index] = value
+                self._rescued.setdefault(f"{n.id}[{command.item_index}]", error)
+                if run.settled and not run.failed:
+                    self._finish_batch(run, now)
+        return self._pump(now)
+
+    def fallback_failed(
+        self, command: RunFallback, exc: BaseException, now: float
+    ) -> list[Command]:
+        """A fallback raised: the node (or item) fails with that error."""
+        if self._finish_command(command):
+            self._items -= 1
+            self._fallback_lost(command, exc, now)
         return self._pump(now)
 
     # -- queries --------------------------------------------------------------
@@ -288,6 +412,8 @@ class Scheduler:
             or self._ready_batches
             or self._batches
             or self._timers
+            or self._retry_due
+            or self._fallbacks
         )
 
     def result(
@@ -308,18 +434,31 @@ class Scheduler:
                 elif paused:
                     s = "pending"
                 elif self._halted:
-                    s = "stopped" if node_id in self._started else "not_run"
+                    if node_id not in self._started:
+                        s = "not_run"
+                    else:
+                        s = "cancelled" if self._cancelled else "stopped"
                 else:
                     raise RuntimeError(
                         f"flowdsl internal error: node {node_id!r} never became "
                         "ready in a run that did not fail; please report this."
                     )
+            if s == "completed" and node_id in self._rescued:
+                s = "rescued"
             status[node_id] = s
         wakes = self._wakes_pending()
         return RunResult(
             flow_id=self.plan.flow_id,
             run_id=self.run_id,
-            status="failed" if self._halted else "awaiting" if paused else "completed",
+            status=(
+                "cancelled"
+                if self._cancelled
+                else "failed"
+                if self._halted
+                else "awaiting"
+                if paused
+                else "completed"
+            ),
             outputs=dict(self._outputs),
             errors=tuple(self._errors),
             node_status=status,
@@ -330,6 +469,7 @@ class Scheduler:
             waiting_for=tuple(sorted(set(self._awaiting.values()))),
             wake_at=min(wakes.values()) if wakes else None,
             state=self._snapshot(status, context or {}),
+            rescued=tuple(self._rescued.values()),
         )
 
     def _wakes_pending(self) -> dict[str, float]:
@@ -517,8 +657,98 @@ class Scheduler:
                 values.setdefault(name, value)
         return self._evaluate(n.when, values, n.id)
 
+    def _finish_command(self, command: Work) -> bool:
+        """Free the command's executor slot; whether its outcome still counts.
+
+        An outcome stops counting when its attempt timed out (a sync node's
+        late result is discarded) or the run was cancelled meanwhile and the
+        command was an async one being cancelled.
+        """
+        self._command_finished(command)
+        if self._live.pop(command.token, None) is None:
+            return False
+        self._deadlines.pop(command.token, None)
+        return True
+
+    def _timed_out(self, command: Work, now: float) -> None:
+        n = command.node
+        timeout = n.policy.timeout or 0.0
+        if isinstance(command, RunItems):
+            run = self._batches[n.id]
+            run.in_flight -= len(command.items)
+            self._items -= len(command.items)
+            for offset, item in enumerate(command.items):
+                index = command.start + offset
+                exc = NodeTimeout(n.id, timeout, index)
+                self._attempt_failed(n, index, item, exc, command.attempt, now)
+            if run.settled and not run.failed:
+                self._finish_batch(run, now)
+        elif isinstance(command, RunNode):
+            self._items -= 1
+            exc = NodeTimeout(n.id, timeout)
+            self._attempt_failed(n, None, None, exc, command.attempt, now)
+        else:  # a fallback past the node's deadline
+            self._items -= 1
+            self._fallback_lost(command, NodeTimeout(n.id, timeout), now)
+
+    def _fallback_lost(
+        self, command: RunFallback, exc: BaseException, now: float
+    ) -> None:
+        """A fallback failed: the node (or item) fails with its error."""
+        if command.item_index is None:
+            self._fail(command.node.id, None, exc, now, command.attempts)
+        else:
+            run = self._batches[command.node.id]
+            run.in_flight -= 1
+            self._item_failed(run, command.item_index, exc, command.attempts, now)
+            if run.settled and not run.failed:
+                self._finish_batch(run, now)
+
+    def _attempt_failed(
+        self,
+        n: PlanNode,
+        index: int | None,
+        item: Any,
+        exc: BaseException,
+        attempt: int,
+        now: float,
+    ) -> None:
+        """An attempt failed: retry it later, hand it to the fallback, or fail."""
+        if self._cancelled and not isinstance(exc, Exception):
+            # Cancelled along with the run: neither a failure nor retried.
+            if index is None:
+                self._status[n.id] = "cancelled"
+            return
+        policy = n.policy
+        if not self._halted and policy.retryable(exc, attempt):
+            delay = policy.delay(attempt, f"{self.run_id}:{n.id}:{index}")
+            if self._emit is not None:
+                data = {"error": exc, "delay": delay}
+                self._emit("node_retry", n.id, index, data, attempt + 1)
+            if index is None:
+                self._retry_due[n.id] = now + delay
+                self._attempts[n.id] = attempt + 1
+            else:
+                run = self._batches[n.id]
+                run.retries.append((now + delay, index, item, attempt + 1))
+            return
+        if n.fallback is not None and not self._cancelled:
+            if index is not None:
+                self._batches[n.id].in_flight += 1  # the fallback stands in
+            self._fallbacks.append(RunFallback(n, exc, index, attempt, inline=False))
+            return
+        if index is None:
+            self._fail(n.id, None, exc, now, attempt)
+        else:
+            self._item_failed(self._batches[n.id], index, exc, attempt, now)
+
     def _fail(
-        self, node_id: str, index: int | None, exc: BaseException, now: float
+        self,
+        node_id: str,
+        index: int | None,
+        exc: BaseException,
+        now: float,
+        attempts: int = 1,
     ) -> None:
         child = exc.result if isinstance(exc, FlowFailed) and index is None else None
         if child is not None and child.errors:
@@ -528,34 +758,40 @@ class Scheduler:
                 attrs.evolve(e, path=(node_id, *e.path)) for e in child.errors
             )
         else:
-            self._errors.append(RunError(node_id, index, 1, exc))
+            self._errors.append(RunError(node_id, index, attempts, exc))
         if self._emit is not None:
-            self._emit("node_error", node_id, index, exc)
+            self._emit("node_error", node_id, index, exc, attempts)
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
         # Fail fast: nothing new starts; work in flight is allowed to finish.
         self._halted = True
 
     def _item_failed(
-        self, run: _BatchRun, index: int, exc: BaseException, now: float
+        self,
+        run: _BatchRun,
+        index: int,
+        exc: BaseException,
+        attempts: int,
+        now: float,
     ) -> None:
+        """An item failed for good: apply the batch's `on_error` policy."""
         mode = run.node.on_error
         if mode == "collect":
             run.results[index] = ItemError(index, exc)
+            run.done += 1
         elif mode == "skip":
             run.results[index] = _SKIPPED
-            self._errors.append(RunError(run.node.id, index, 1, exc))
+            run.done += 1
+            self._errors.append(RunError(run.node.id, index, attempts, exc))
             if self._emit is not None:
-                self._emit("node_error", run.node.id, index, exc)
+                self._emit("node_error", run.node.id, index, exc, attempts)
         elif not run.failed:
             run.failed = True
-            self._fail(run.node.id, index, exc, now)
+            self._fail(run.node.id, index, exc, now, attempts)
 
     def _finish_batch(self, run: _BatchRun, now: float) -> None:
         node_id = run.node.id
         del self._batches[node_id]
-        if run.failed:
-            return
         results = run.results
         if run.node.on_error == "skip":
             results = [r for r in results if r is not _SKIPPED]
@@ -571,14 +807,17 @@ class Scheduler:
             return 0
         return room
 
-    def _command_started(self, is_async: bool, inline: bool) -> None:
+    def _command_started(self, is_async: bool, inline: bool) -> int:
+        """Count a new command against the executor's capacity; its token."""
         if is_async:
             self._async_units += 1
         elif not inline:
             self._sync_units += 1
+        self._token += 1
+        return self._token
 
-    def _command_finished(self, command: Command) -> None:
-        if command.node.is_async:
+    def _command_finished(self, command: Work) -> None:
+        if _runs_async(command):
             self._async_units -= 1
         elif not command.inline:
             self._sync_units -= 1
@@ -590,6 +829,10 @@ class Scheduler:
         while progress and not self._halted:
             progress = False
             self._decide_all(now)
+            for node_id, due in list(self._retry_due.items()):
+                if due <= now:
+                    del self._retry_due[node_id]
+                    self._make_ready(node_id)
             while self._ready_batches and not self._halted:
                 self._start_batch(self._ready_batches.popleft(), now)
                 progress = True
@@ -602,10 +845,15 @@ class Scheduler:
                     progress = True
             for run in list(self._batches.values()):
                 progress = self._pull(run, commands, now) or progress
+            while self._fallbacks and not self._halted:
+                commands.append(self._start_fallback(self._fallbacks.pop(0)))
+                progress = True
         if (
             len(commands) == 1
+            and isinstance(commands[0], (RunNode, RunItems))
             and not commands[0].node.is_async
             and not commands[0].inline
+            and commands[0].node.policy.timeout is None
             and self._sync_units == 1
             and self._async_units == 0
         ):
@@ -613,18 +861,36 @@ class Scheduler:
             # so it runs on the scheduler's thread.
             self._sync_units = 0
             commands[0] = commands[0]._replace(inline=True)
+            self._live[commands[0].token] = commands[0]
         return commands
+
+    def _start_fallback(self, command: RunFallback) -> RunFallback:
+        self._items += 1
+        token = self._command_started(command.node.fallback_async, False)
+        command = command._replace(token=token)
+        self._live[token] = command
+        return command
+
+    def _issue(self, command: RunNode | RunItems, now: float) -> None:
+        """Record a new command as live, with its deadline if it has one."""
+        self._live[command.token] = command
+        timeout = command.node.policy.timeout
+        if timeout is not None:
+            self._deadlines[command.token] = now + timeout
 
     def _start_node(self, node_id: str, now: float) -> RunNode:
         n = self.plan.nodes[node_id]
         inline = not n.is_async and (n.inline or self._inline_sync)
         self._started.setdefault(node_id, now)  # a loop keeps its first start
+        attempt = self._attempts.get(node_id, 1)
         if self._emit is not None:
-            self._emit("node_start", node_id, None, None, 1)
+            self._emit("node_start", node_id, None, None, attempt)
         self._items += 1
-        self._command_started(n.is_async, inline)
-        kwargs = self._next_kwargs.pop(node_id, None)
-        return RunNode(n, self._arguments(n) if kwargs is None else kwargs, inline)
+        token = self._command_started(n.is_async, inline)
+        kwargs = self._next_kwargs.get(node_id) or self._arguments(n)
+        command = RunNode(n, kwargs, inline, attempt, token)
+        self._issue(command, now)
+        return command
 
     def _arguments(self, n: PlanNode) -> dict[str, Any]:
         """The keyword arguments of `n` (a batch's shared ones, for a batch)."""
@@ -662,35 +928,50 @@ class Scheduler:
         self._batches[node_id] = _BatchRun(n, iterator, self._arguments(n))
 
     def _pull(self, run: _BatchRun, commands: list[Command], now: float) -> bool:
-        """Pull items of `run` into commands while there is room."""
+        """Send items of `run` while there is room: due retries first, then
+        new items pulled from the input."""
         n = run.node
         pulled = False
-        while not run.exhausted and not self._halted:
+        inline = not n.is_async and (n.inline or self._inline_sync)
+        policy = n.policy
+        stop = n.on_error == "raise" and not policy.retries and n.fallback is None
+        while not self._halted:
             room = self._room(n.is_async)
             if n.concurrency is not None:
                 room = min(room, n.concurrency - run.in_flight)
             if room <= 0:
                 break
-            size = min(1 if n.is_async else n.chunk_size, room)
-            try:
-                chunk = list(islice(run.iterator, size))
-            except Exception as exc:
-                run.failed = True
-                self._fail(n.id, None, exc, now)
-                return pulled
-            if len(chunk) < size:
-                run.exhausted = True
-            if not chunk:
+            due = next((r for r in run.retries if r[0] <= now), None)
+            if due is not None:
+                run.retries.remove(due)
+                _, index, item, attempt = due
+                chunk, start = [item], index
+            elif run.exhausted:
                 break
-            start = len(run.results)
-            run.results.extend([_PENDING] * len(chunk))
+            else:
+                size = min(1 if n.is_async else n.chunk_size, room)
+                try:
+                    chunk = list(islice(run.iterator, size))
+                except Exception as exc:
+                    run.failed = True
+                    self._fail(n.id, None, exc, now)
+                    return pulled
+                if len(chunk) < size:
+                    run.exhausted = True
+                if not chunk:
+                    break
+                start, attempt = len(run.results), 1
+                run.results.extend([_PENDING] * len(chunk))
             run.in_flight += len(chunk)
             self._items += len(chunk)
-            inline = not n.is_async and (n.inline or self._inline_sync)
-            self._command_started(n.is_async, inline)
-            commands.append(RunItems(n, start, chunk, run.kwargs, inline))
+            token = self._command_started(n.is_async, inline)
+            command = RunItems(
+                n, start, chunk, run.kwargs, inline, attempt, token, stop
+            )
+            self._issue(command, now)
+            commands.append(command)
             pulled = True
-        if run.exhausted and run.in_flight == 0 and n.id in self._batches:
+        if run.settled and not run.failed and n.id in self._batches:
             self._finish_batch(run, now)
             pulled = True
         return pulled

@@ -7,6 +7,7 @@ every problem on the way and raising them together as one `BlueprintError`.
 from __future__ import annotations
 
 import difflib
+import inspect
 import sys
 import warnings
 from typing import Any, Iterable, List, Mapping, Sequence, Union
@@ -299,6 +300,22 @@ def _batch_input_problems(
     return []
 
 
+def _fallback_of(n: BaseNode) -> dict[str, Any]:
+    fallback = n.options.fallback
+    if fallback is None:
+        return {}
+    fn = fallback.fn if isinstance(fallback, BaseNode) else fallback
+    try:
+        takes = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        takes = 1
+    return {
+        "fallback": fn,
+        "fallback_async": inspect.iscoroutinefunction(fn),
+        "fallback_context": takes >= 2,
+    }
+
+
 def _pause_of(n: BaseNode) -> tuple[str, Any] | None:
     if isinstance(n, WaitNode):
         return ("wait", n.event)
@@ -360,6 +377,8 @@ def _build_plan(
             join=n.options.join,
             loop=getattr(n, "spec", None),
             pause=_pause_of(n),
+            policy=n.options.policy,
+            **_fallback_of(n),
             **batch_opts,
         )
     return Plan(

@@ -22,6 +22,7 @@ class TestExports:
             "BatchNode",
             "Blueprint",
             "BlueprintError",
+            "CancelToken",
             "Context",
             "DefinitionError",
             "EdgeSpec",
