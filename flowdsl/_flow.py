@@ -7,8 +7,8 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
-from ._compose import LoopNode, SubflowNode
 from ._cancel import CancelToken
+from ._compose import LoopNode, SubflowNode
 from ._events import Listener
 from ._inference import Binding
 from ._nodes import BaseNode, _BatchBase, node_options

@@ -76,7 +76,7 @@ class NodeOptions:
     when: Any = None
     join: Join = "all"
     after: tuple[str, ...] = ()
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = attrs.field(factory=RetryPolicy)
     fallback: Callable[..., Any] | None = None
 
 

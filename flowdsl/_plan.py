@@ -69,7 +69,7 @@ class PlanNode:
     join: Join = "all"
     loop: Any = None
     pause: tuple[str, Any] | None = None
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = attrs.field(factory=RetryPolicy)
     fallback: Any = None
     fallback_async: bool = False
     fallback_context: bool = False

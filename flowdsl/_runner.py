@@ -11,6 +11,7 @@ the running loop. No scheduling decision is made here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import queue
@@ -277,9 +278,10 @@ class _Driver:
 
     def _close_pool(self) -> None:
         if self._owned_executor is not None:
-            # After a cancel's grace period, threads still running are left
-            # to finish on their own rather than block the caller.
-            self._owned_executor.shutdown(wait=self.scheduler.finished)
+            # Threads still running after a timeout or a cancel's grace
+            # period are left to finish on their own rather than block.
+            wait = self.scheduler.finished and not self.scheduler.abandoned
+            self._owned_executor.shutdown(wait=wait)
 
 
 class SyncDriver(_Driver):
@@ -427,12 +429,9 @@ class AsyncDriver(_Driver):
 
     async def _wait_out_grace(self) -> None:
         deadline = self._cancel_deadline or time.perf_counter()
-        try:
-            await asyncio.wait_for(
-                asyncio.shield(self._finished), max(0.0, deadline - time.perf_counter())
-            )
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
+        remaining = max(0.0, deadline - time.perf_counter())
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._finished), remaining)
 
     def _after_dispatch(self) -> None:
         """Finish, or keep a timer armed for the scheduler's next wakeup."""

@@ -207,6 +207,7 @@ class Scheduler:
         self._fallbacks: list[RunFallback] = []  # waiting to be sent
         self._rescued: dict[str, RunError] = {}  # node id -> what it recovered from
         self._cancelled = False
+        self._abandoned: set[int] = set()  # timed-out sync commands still running
 
     # -- events ---------------------------------------------------------------
 
@@ -236,8 +237,13 @@ class Scheduler:
             if due <= now:
                 del self._deadlines[token]
                 command = self._live.pop(token)
-                if command.node.is_async:
+                if _runs_async(command):
                     cancel.append(token)
+                else:
+                    # A thread cannot be stopped: free its slot now and ignore
+                    # whatever it returns later, so the run moves on.
+                    self._command_finished(command)
+                    self._abandoned.add(token)
                 self._timed_out(command, now)
         for node_id, due in list(self._timers.items()):
             if due <= now:
@@ -297,6 +303,11 @@ class Scheduler:
             self._waiting[node_id] = len(n.deps) - len(resolved)
             if n.join == "any" and self._status[node_id] is not None:
                 self._fired.add(node_id)
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether sync work that timed out is still running on a thread."""
+        return bool(self._abandoned)
 
     @property
     def next_wakeup(self) -> float | None:
@@ -664,6 +675,9 @@ class Scheduler:
         late result is discarded) or the run was cancelled meanwhile and the
         command was an async one being cancelled.
         """
+        if command.token in self._abandoned:
+            self._abandoned.discard(command.token)  # its slot was freed at timeout
+            return False
         self._command_finished(command)
         if self._live.pop(command.token, None) is None:
             return False
