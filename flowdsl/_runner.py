@@ -128,6 +128,7 @@ class _Driver:
         self._tasks: dict[int, Any] = {}  # token -> future of an async command
         self._started = time.perf_counter()
         self._cancel_deadline: float | None = None
+        self._inline: RunNode | RunItems | RunFallback | None = None  # running here
 
     # -- carrying out commands --------------------------------------------------
 
@@ -151,10 +152,13 @@ class _Driver:
 
     def _run_inline(self, command: RunNode | RunItems | RunFallback) -> list[Command]:
         fn, args = self._sync_call(command)
+        self._inline = command  # left set if a KeyboardInterrupt escapes
         try:
             value = fn(*args)
         except Exception as exc:
+            self._inline = None
             return self._feed_error(command, exc)
+        self._inline = None
         return self._feed(command, value)
 
     def _context(self, node: PlanNode, index: int | None, attempt: int) -> Context:
@@ -304,15 +308,15 @@ class SyncDriver(_Driver):
             remove = self._token.on_cancel(lambda: self._done.put(_CANCEL))
         interrupted: KeyboardInterrupt | None = None
         try:
-            self._start()
-            while not self.scheduler.finished:
-                try:
-                    self._step()
-                except KeyboardInterrupt as exc:
-                    interrupted = exc
-                    self._cancel()
-                if self._grace_over():
-                    break
+            try:
+                self._start()
+                self._wait()
+            except KeyboardInterrupt as exc:  # Ctrl-C: cancel, then re-raise
+                interrupted = exc
+                self._cancel()
+                if self._inline is not None:  # interrupted inside a node body
+                    self._dispatch(self._feed_error(self._inline, exc))
+                self._wait()
         finally:
             if remove is not None:
                 remove()
@@ -322,6 +326,11 @@ class SyncDriver(_Driver):
             interrupted.result = self._result()  # type: ignore[attr-defined]
             raise interrupted
         return self._result()
+
+    def _wait(self) -> None:
+        """Act on outcomes until the run is over (or a cancel's grace ends)."""
+        while not self.scheduler.finished and not self._grace_over():
+            self._step()
 
     def _step(self) -> None:
         """Wait for one outcome (or the next timer) and act on it."""
