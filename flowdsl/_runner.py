@@ -49,7 +49,10 @@ _CANCEL: Any = object()  # queued by a CancelToken for the sync face
 
 def run_node(node: BaseNode, kwargs: Mapping[str, Any]) -> Any:
     """Call a sync node (module-level, so process pools can pickle it)."""
-    return node.fn(**kwargs)
+    try:
+        return node.fn(**kwargs)
+    except StopIteration as exc:  # a future cannot hold one: asyncio would hang
+        raise RuntimeError(f"node {node.id!r} raised StopIteration") from exc
 
 
 def run_chunk(
@@ -71,6 +74,12 @@ def run_chunk(
     for item, item_kwargs in zip(items, per_item):
         try:
             append(fn(item, **item_kwargs))
+        except StopIteration as exc:
+            error = RuntimeError(f"batch {node.id!r} raised StopIteration")
+            error.__cause__ = exc
+            append(Failure(error))
+            if stop_on_error:
+                break
         except Exception as exc:
             append(Failure(exc))
             if stop_on_error:
@@ -89,6 +98,9 @@ async def _run_async_item(
 
 class _Driver:
     """What both faces share: command dispatch and outcome settling."""
+
+    #: Whether the scheduler's thread may run a lone sync command itself.
+    inline_alone = False
 
     def __init__(
         self,
@@ -114,6 +126,7 @@ class _Driver:
             concurrency=concurrency,
             sync_slots=executor.slots,
             inline_sync=executor.kind == "inline",
+            inline_alone=self.inline_alone and executor.kind in ("threads", "custom"),
             make_context=lambda node_id: Context(self.state, node_id),
             emit=self._emit,
         )
@@ -295,6 +308,8 @@ class SyncDriver(_Driver):
     event loop in a portal thread, started only when needed, so `run()` also
     works where the calling thread already runs a loop.
     """
+
+    inline_alone = True  # the calling thread would only wait meanwhile
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

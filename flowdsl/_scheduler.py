@@ -3,8 +3,10 @@
 The core is sans-I/O, in the manner of h11's state machine: the faces feed it
 events (a node finished, an item failed) as method calls, and it answers with
 commands (run this node, run these items). It never reads a clock (the faces
-pass `now`), never touches threads, tasks or executors, and never calls user
-code, so it can be tested by feeding events and reading commands.
+pass `now`) and never touches threads, tasks or executors, so it can be
+tested by feeding events and reading commands. The only user code it calls
+is what decides scheduling itself: callable conditions, and pulling items
+from a batch's input.
 
 It owns readiness, the run-wide and per-batch concurrency limits, batch
 expansion (a batch is one unit with counters; items are pulled lazily from its
@@ -146,6 +148,9 @@ class Scheduler:
             capacity of the faces' executor); None for no limit.
         async_slots: At most this many async commands in flight at once.
         inline_sync: Run every sync command on the scheduler's thread.
+        inline_alone: Run a sync command on the scheduler's thread when it
+            is the only work in flight (the sync face over threads: a hop
+            would buy nothing; never on an event loop or a process pool).
         make_context: Builds the `Context` a callable condition receives,
             from a node id (the faces own contexts; the core only passes them).
         emit: Delivers an event `(kind, node_id, item_index, data)`; None
@@ -162,6 +167,7 @@ class Scheduler:
         sync_slots: int | None = None,
         async_slots: int | None = DEFAULT_ASYNC_SLOTS,
         inline_sync: bool = False,
+        inline_alone: bool = False,
         make_context: Callable[[str], Any] | None = None,
         emit: Callable[..., None] | None = None,
     ) -> None:
@@ -172,6 +178,7 @@ class Scheduler:
         self._sync_slots = 1 if inline_sync else sync_slots
         self._async_slots = async_slots
         self._inline_sync = inline_sync
+        self._inline_alone = inline_alone
         self._waiting = {node_id: len(n.deps) for node_id, n in plan.nodes.items()}
         self._status: dict[str, NodeStatus | None] = dict.fromkeys(plan.nodes)
         self._outputs: dict[str, Any] = {}
@@ -208,6 +215,7 @@ class Scheduler:
         self._rescued: dict[str, RunError] = {}  # node id -> what it recovered from
         self._cancelled = False
         self._abandoned: set[int] = set()  # timed-out sync commands still running
+        self._ancestor_cache: dict[str, set[str]] = {}
 
     # -- events ---------------------------------------------------------------
 
@@ -240,9 +248,9 @@ class Scheduler:
                 if _runs_async(command):
                     cancel.append(token)
                 else:
-                    # A thread cannot be stopped: free its slot now and ignore
-                    # whatever it returns later, so the run moves on.
-                    self._command_finished(command)
+                    # A thread cannot be stopped: whatever it returns later is
+                    # ignored. Its executor slot stays taken until it does, so
+                    # nothing queues behind it, but the run need not wait.
                     self._abandoned.add(token)
                 self._timed_out(command, now)
         for node_id, due in list(self._timers.items()):
@@ -264,12 +272,10 @@ class Scheduler:
         if self._cancelled or self.finished:
             return []
         self._cancelled = self._halted = True
-        self._retry_due.clear()
+        self._drop_retries()
         self._fallbacks.clear()
         self._timers.clear()
-        for run in self._batches.values():
-            run.retries.clear()
-        tokens = tuple(t for t, c in self._live.items() if c.node.is_async)
+        tokens = tuple(t for t, c in self._live.items() if _runs_async(c))
         return [CancelTasks(tokens)] if tokens else []
 
     def resume_from(self, state: Mapping[str, Any], events: Mapping[str, Any]) -> None:
@@ -413,7 +419,9 @@ class Scheduler:
     @property
     def finished(self) -> bool:
         """Whether the run is over: nothing in flight and nothing left to start."""
-        if self._items or self._sync_units or self._async_units:
+        if self._items or self._async_units:
+            return False
+        if self._sync_units > len(self._abandoned):
             return False
         if self._halted:
             return True
@@ -527,6 +535,9 @@ class Scheduler:
             self._complete(node_id, None, now)
 
     def _ancestors(self, node_id: str) -> set[str]:
+        cached = self._ancestor_cache.get(node_id)
+        if cached is not None:
+            return cached
         seen: set[str] = set()
         stack = list(self.plan.nodes[node_id].deps)
         while stack:
@@ -534,6 +545,7 @@ class Scheduler:
             if dep not in seen:
                 seen.add(dep)
                 stack.extend(self.plan.nodes[dep].deps)
+        self._ancestor_cache[node_id] = seen
         return seen
 
     def _make_ready(self, node_id: str) -> None:
@@ -639,12 +651,22 @@ class Scheduler:
             source, action = n.on
             if status[source] != "completed" or self._actions.get(source) != action:
                 return True
+        producer_of = self.plan.producer_of
+        if n.batch_input is not None and status[producer_of[n.batch_input]] != (
+            "completed"
+        ):
+            return True  # nothing to scatter
         if n.join == "all":
-            producer_of = self.plan.producer_of
             for param, key in n.sources:
                 if param in n.required and status[producer_of[key]] == "skipped":
                     return True
         if n.when is not None:
+            names = getattr(n.when, "names", ())
+            if any(
+                name in producer_of and status[producer_of[name]] == "skipped"
+                for name in names
+            ):
+                return True  # the condition reads a value that does not exist
             try:
                 return not self._condition_holds(n)
             except Exception as exc:
@@ -675,10 +697,10 @@ class Scheduler:
         late result is discarded) or the run was cancelled meanwhile and the
         command was an async one being cancelled.
         """
-        if command.token in self._abandoned:
-            self._abandoned.discard(command.token)  # its slot was freed at timeout
-            return False
         self._command_finished(command)
+        if command.token in self._abandoned:
+            self._abandoned.discard(command.token)
+            return False
         if self._live.pop(command.token, None) is None:
             return False
         self._deadlines.pop(command.token, None)
@@ -744,6 +766,10 @@ class Scheduler:
                 self._attempts[n.id] = attempt + 1
             else:
                 run = self._batches[n.id]
+                # The item keeps its place in the limits while it waits, so
+                # no new item is pulled in its stead.
+                run.in_flight += 1
+                self._items += 1
                 run.retries.append((now + delay, index, item, attempt + 1))
             return
         if n.fallback is not None and not self._cancelled:
@@ -779,6 +805,7 @@ class Scheduler:
         self._timings[node_id] = now - self._started[node_id]
         # Fail fast: nothing new starts; work in flight is allowed to finish.
         self._halted = True
+        self._drop_retries()
 
     def _item_failed(
         self,
@@ -810,6 +837,20 @@ class Scheduler:
         if run.node.on_error == "skip":
             results = [r for r in results if r is not _SKIPPED]
         self._complete(node_id, results, now)
+
+    def _unit_free(self, is_async: bool) -> bool:
+        """Whether the executor (or loop) can take one more command."""
+        if is_async:
+            return self._async_slots is None or self._async_units < self._async_slots
+        return self._sync_slots is None or self._sync_units < self._sync_slots
+
+    def _drop_retries(self) -> None:
+        """The run stopped: retries waiting for their time never run."""
+        self._retry_due.clear()
+        for run in self._batches.values():
+            run.in_flight -= len(run.retries)
+            self._items -= len(run.retries)
+            run.retries.clear()
 
     def _room(self, is_async: bool) -> int:
         """How many more items may start now (large when unlimited)."""
@@ -863,7 +904,8 @@ class Scheduler:
                 commands.append(self._start_fallback(self._fallbacks.pop(0)))
                 progress = True
         if (
-            len(commands) == 1
+            self._inline_alone
+            and len(commands) == 1
             and isinstance(commands[0], (RunNode, RunItems))
             and not commands[0].node.is_async
             and not commands[0].inline
@@ -931,6 +973,8 @@ class Scheduler:
                 iterator = iter(value)
             except TypeError:
                 problem = f"a {type(value).__name__}, which is not iterable"
+            except Exception as broken:  # a faulty __iter__
+                problem = f"a {type(value).__name__} whose iter() raised {broken!r}"
         if problem is not None:
             exc = BatchInputError(
                 f"batch {node_id!r} cannot scatter the value of {producer!r}: it is "
@@ -950,32 +994,42 @@ class Scheduler:
         policy = n.policy
         stop = n.on_error == "raise" and not policy.retries and n.fallback is None
         while not self._halted:
+            due = next((r for r in run.retries if r[0] <= now), None)
+            if due is not None:  # its place in the limits is already held
+                if not self._unit_free(n.is_async):
+                    break
+                run.retries.remove(due)
+                _, start, item, attempt = due
+                token = self._command_started(n.is_async, inline)
+                command = RunItems(n, start, [item], run.kwargs, inline, attempt, token)
+                self._issue(command, now)
+                commands.append(command)
+                pulled = True
+                continue
             room = self._room(n.is_async)
             if n.concurrency is not None:
                 room = min(room, n.concurrency - run.in_flight)
-            if room <= 0:
+            if room <= 0 or run.exhausted:
                 break
-            due = next((r for r in run.retries if r[0] <= now), None)
-            if due is not None:
-                run.retries.remove(due)
-                _, index, item, attempt = due
-                chunk, start = [item], index
-            elif run.exhausted:
+            size = min(1 if n.is_async else n.chunk_size, room)
+            try:
+                chunk = list(islice(run.iterator, size))
+            except Exception as exc:
+                producer = self.plan.producer_of[n.batch_input or ""]
+                error = BatchInputError(
+                    f"batch {n.id!r}: the input from {producer!r} raised "
+                    f"{exc!r} while yielding item {len(run.results)}."
+                )
+                error.__cause__ = exc
+                run.failed = True
+                self._fail(n.id, None, error, now)
+                return pulled
+            if len(chunk) < size:
+                run.exhausted = True
+            if not chunk:
                 break
-            else:
-                size = min(1 if n.is_async else n.chunk_size, room)
-                try:
-                    chunk = list(islice(run.iterator, size))
-                except Exception as exc:
-                    run.failed = True
-                    self._fail(n.id, None, exc, now)
-                    return pulled
-                if len(chunk) < size:
-                    run.exhausted = True
-                if not chunk:
-                    break
-                start, attempt = len(run.results), 1
-                run.results.extend([_PENDING] * len(chunk))
+            start, attempt = len(run.results), 1
+            run.results.extend([_PENDING] * len(chunk))
             run.in_flight += len(chunk)
             self._items += len(chunk)
             token = self._command_started(n.is_async, inline)

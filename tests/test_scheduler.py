@@ -65,6 +65,7 @@ def after(gathered: list[int]) -> int:
 def scheduler(nodes: list[Any], **options: Any) -> Scheduler:
     plan, _ = compile_flow("test", nodes)
     options.setdefault("sync_slots", 8)
+    options.setdefault("inline_alone", True)
     return Scheduler(plan, options.pop("inputs", {}), run_id="r1", **options)
 
 
