@@ -139,6 +139,7 @@ class _Driver:
         self._executor: Executor | None = executor.given
         self._owned_executor: Executor | None = None
         self._tasks: dict[int, Any] = {}  # token -> future of an async command
+        self._futures: set[Any] = set()  # every future whose outcome is due
         self._started = time.perf_counter()
         self._cancel_deadline: float | None = None
         self._inline: RunNode | RunItems | RunFallback | None = None  # running here
@@ -253,6 +254,7 @@ class _Driver:
     ) -> list[Command]:
         """Turn a finished future into the scheduler's next commands."""
         self._tasks.pop(command.token, None)
+        self._futures.discard(future)
         if future.cancelled():
             return self._feed_error(command, asyncio.CancelledError())
         exc = future.exception()
@@ -345,6 +347,11 @@ class SyncDriver(_Driver):
     def _wait(self) -> None:
         """Act on outcomes until the run is over (or a cancel's grace ends)."""
         while not self.scheduler.finished and not self._grace_over():
+            if self._cancel_deadline is not None and not self._futures:
+                # Cancelled with nothing left to report back: a Ctrl-C that
+                # landed between two steps may have cut an outcome short.
+                if self._done.empty():
+                    break
             self._step()
 
     def _step(self) -> None:
@@ -383,6 +390,7 @@ class SyncDriver(_Driver):
         else:
             fn, args = self._sync_call(command)
             future = self._pool().submit(fn, *args)
+        self._futures.add(future)
         future.add_done_callback(lambda f: self._done.put((command, f)))
 
     def _portal(self) -> asyncio.AbstractEventLoop:
@@ -499,6 +507,7 @@ class AsyncDriver(_Driver):
         else:
             fn, args = self._sync_call(command)
             future = self._loop.run_in_executor(self._pool(), fn, *args)
+        self._futures.add(future)
         future.add_done_callback(functools.partial(self._on_done, command))
 
     def _on_done(
