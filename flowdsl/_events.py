@@ -8,26 +8,18 @@ them in strictly increasing `seq` order even when many threads emit at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import attrs
 
 __all__ = ["Event", "EventBus", "EventSink", "Listener"]
 
-Listener = Callable[["Event"], None]
+_log = logging.getLogger("flowdsl")
 
-#: The kinds flowdsl emits itself; `Context.emit` adds any other name.
-KINDS = (
-    "run_start",
-    "node_start",
-    "node_finish",
-    "node_skipped",
-    "node_error",
-    "batch_progress",
-    "run_finish",
-)
+Listener = Callable[["Event"], None]
 
 
 @attrs.frozen
@@ -35,18 +27,19 @@ class Event:
     """One thing that happened in a run.
 
     Attributes:
-        kind: `run_start`, `node_start`, `node_finish`, `node_skipped`,
-            `node_error`, `batch_progress`, `run_finish`, or a custom name
-            given to `Context.emit`.
+        kind: `run_start`, `node_start`, `node_finish`, `node_retry`,
+            `node_skipped`, `node_error`, `node_rescued`, `batch_progress`,
+            `run_finish`, or a custom name given to `Context.emit`.
         run_id: The run's id.
         node_id: The node concerned, if any.
         item_index: The batch item concerned, if any.
         attempt: The attempt number, where one applies.
         seq: This event's number in its run: 1, 2, 3, ... in delivery order.
         time: Unix time when it was emitted.
-        data: Details: the error for `node_error`, `{"done", "failed"}`
-            counts for `batch_progress`, the status for `run_finish`, or what
-            a node passed to `emit`.
+        data: Details: the error for `node_error` and `node_rescued`,
+            `{"error", "delay"}` for `node_retry`, `{"done", "pulled",
+            "exhausted"}` for `batch_progress`, `{"status"}` for
+            `run_finish`, or what a node passed to `emit`.
     """
 
     kind: str
@@ -106,9 +99,7 @@ class EventSink:
                 kind, self._run_id, node_id, item_index, attempt, self._seq,
                 time.time(), data,
             )  # fmt: skip
-            self._listener(event)
-
-
-#: The shape of `EventSink.__call__`, as the scheduler and contexts see it.
-Emit = Callable[..., None]
-EventData = Dict[str, Any]
+            try:
+                self._listener(event)
+            except Exception:  # observers must not break the run they observe
+                _log.exception("on_event listener failed on %s", event.kind)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import types
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar, Union
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._cancel import CancelToken
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ._nodes import AnyNode
 
     NodeLike = Union[AnyNode, Callable[..., Any]]
+
+D = TypeVar("D", SyncDriver, AsyncDriver)
 
 
 class Flow:
@@ -145,15 +147,11 @@ class Flow:
             FlowFailed: The run failed and `check` is true; the exception's
                 `result` has every output that completed.
         """
-        driver = SyncDriver(
-            self._plan,
+        driver = self._driver(
+            SyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id=run_id,
-            concurrency=_check_concurrency(concurrency),
-            executor=resolve_executor(executor),
-            on_event=on_event,
-            cancel=cancel,
-        )
+            run_id, concurrency, executor, on_event, cancel,
+        )  # fmt: skip
         return self._checked(driver.run(), check)
 
     async def arun(
@@ -189,15 +187,11 @@ class Flow:
             DefinitionError: An input is unknown or mistyped; no node ran.
             FlowFailed: The run failed and `check` is true.
         """
-        driver = AsyncDriver(
-            self._plan,
+        driver = self._driver(
+            AsyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id=run_id,
-            concurrency=_check_concurrency(concurrency),
-            executor=resolve_executor(executor),
-            on_event=on_event,
-            cancel=cancel,
-        )
+            run_id, concurrency, executor, on_event, cancel,
+        )  # fmt: skip
         return self._checked(await driver.run(), check)
 
     def resume(
@@ -235,15 +229,9 @@ class Flow:
             DefinitionError: The state is not a state of this flow.
             FlowFailed: The run failed and `check` is true.
         """
-        driver = SyncDriver(
-            self._plan,
-            {},
-            run_id=None,
-            concurrency=_check_concurrency(concurrency),
-            executor=resolve_executor(executor),
-            resume=self._check_state(state, events),
-            on_event=on_event,
-            cancel=cancel,
+        resumed = self._check_state(state, events)
+        driver = self._driver(
+            SyncDriver, {}, None, concurrency, executor, on_event, cancel, resumed
         )
         return self._checked(driver.run(), check)
 
@@ -276,43 +264,80 @@ class Flow:
             DefinitionError: The state is not a state of this flow.
             FlowFailed: The run failed and `check` is true.
         """
-        driver = AsyncDriver(
+        resumed = self._check_state(state, events)
+        driver = self._driver(
+            AsyncDriver, {}, None, concurrency, executor, on_event, cancel, resumed
+        )
+        return self._checked(await driver.run(), check)
+
+    def _driver(
+        self,
+        face: type[D],
+        inputs: Mapping[str, Any],
+        run_id: Any,
+        concurrency: Any,
+        executor: Any,
+        on_event: Any,
+        cancel: Any,
+        resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> D:
+        """Check the options every face shares, and set up a driver."""
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise DefinitionError(f"run_id must be a non-empty string, got {run_id!r}.")
+        if on_event is not None and not callable(on_event):
+            raise DefinitionError(
+                f"on_event must be a callable taking an fd.Event (or an "
+                f"fd.EventBus), got {on_event!r}."
+            )
+        if cancel is not None and not isinstance(cancel, CancelToken):
+            raise DefinitionError(f"cancel must be an fd.CancelToken, got {cancel!r}.")
+        choice = resolve_executor(executor)
+        if choice.kind == "processes":
+            _check_picklable(self._plan)
+        return face(
             self._plan,
-            {},
-            run_id=None,
+            inputs,
+            run_id=run_id,
             concurrency=_check_concurrency(concurrency),
-            executor=resolve_executor(executor),
-            resume=self._check_state(state, events),
+            executor=choice,
+            resume=resume,
             on_event=on_event,
             cancel=cancel,
         )
-        return self._checked(await driver.run(), check)
 
     def _check_state(
         self, state: Mapping[str, Any] | RunResult, events: Mapping[str, Any] | None
     ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """Check a paused run's state and the events for it, all at once."""
         if isinstance(state, RunResult):
             state = state.state
-        fields = ("version", "flow", "run_id", "inputs", "outputs", "status")
-        if not isinstance(state, Mapping) or any(f not in state for f in fields):
+        where = f"flow {self._id!r}: resume()"
+        if not isinstance(state, Mapping):
             raise DefinitionError(
-                f"flow {self._id!r}: resume() needs the `state` of a paused run "
-                f"(result.state), got {type(state).__name__}."
+                f"{where} needs the state of a paused run (result.state), got "
+                f"{type(state).__name__}."
             )
-        if state["flow"] != self._id:
+        problems = _state_problems(state, self._plan)
+        if problems:
             raise DefinitionError(
-                f"flow {self._id!r}: the state is of flow {state['flow']!r}; resume "
-                "it with that flow."
-            )
-        unknown = sorted(set(state["status"]) - set(self._plan.nodes))
-        if unknown:
-            raise DefinitionError(
-                f"flow {self._id!r}: the state names nodes this flow does not "
-                f"have: {', '.join(map(repr, unknown))}; the flow changed since "
-                "the run paused."
+                f"{where} got a state it cannot use: {'; '.join(problems)}."
             )
         if events is not None and not isinstance(events, Mapping):
-            raise DefinitionError("events must map event names to payloads.")
+            raise DefinitionError(f"{where}: events must map event names to payloads.")
+        known = {
+            n.pause[1]
+            for n in self._plan.nodes.values()
+            if n.pause and n.pause[0] == "wait"
+        }
+        for name in events or {}:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), sorted(known), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                listed = ", ".join(map(repr, sorted(known))) or "none"
+                raise DefinitionError(
+                    f"{where}: no wait_for node waits for event {name!r}; the "
+                    f"flow's events are {listed}.{hint}"
+                )
         return state, dict(events or {})
 
     def to_mermaid(self) -> str:
@@ -334,6 +359,11 @@ class Flow:
         self, inputs: Mapping[str, Any] | None, validate: bool
     ) -> Mapping[str, Any]:
         plan = self._plan
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise DefinitionError(
+                f"flow {plan.flow_id!r}: inputs must be a mapping of input names "
+                f"to values, got {type(inputs).__name__}; e.g. run({{'name': 1}})."
+            )
         given = dict(inputs or {})
         known = set(plan.required_inputs) | set(plan.optional_inputs)
         unknown = sorted(set(given) - known)
@@ -386,6 +416,52 @@ class Flow:
                 result,
             ) from (first.exception if first else None)
         return result
+
+
+def _state_problems(state: Mapping[str, Any], plan: Plan) -> list[str]:
+    """Everything wrong with a snapshot, for this flow's plan."""
+    problems: list[str] = []
+    if state.get("version") != 1:
+        problems.append(f"its version is {state.get('version')!r}, not 1")
+    if state.get("flow") != plan.flow_id:
+        problems.append(
+            f"it is a state of flow {state.get('flow')!r}; resume it with that flow"
+        )
+    if not isinstance(state.get("run_id"), str):
+        problems.append("'run_id' must be a string")
+    for field in ("inputs", "outputs", "status", "actions", "wakes", "context"):
+        if not isinstance(state.get(field, {}), Mapping):
+            problems.append(f"{field!r} must be a mapping")
+    for field in ("inputs", "outputs", "status"):
+        if field not in state:
+            problems.append(f"{field!r} is missing")
+    if problems:
+        return problems
+    for node_id, status in state["status"].items():
+        if node_id not in plan.nodes:
+            problems.append(
+                f"it names node {node_id!r}, which this flow does not have (the "
+                "flow changed since the run paused)"
+            )
+        elif status not in ("completed", "skipped"):
+            problems.append(f"node {node_id!r} has status {status!r}")
+        elif status == "completed" and plan.nodes[node_id].key not in state["outputs"]:
+            problems.append(f"the output of completed node {node_id!r} is missing")
+    for node_id, wake in state.get("wakes", {}).items():
+        if isinstance(wake, bool) or not isinstance(wake, (int, float)):
+            problems.append(f"the wake time of {node_id!r} is not a number")
+    return problems
+
+
+def _check_picklable(plan: Plan) -> None:
+    """Sync nodes sent to a process must not need a `Context` (it holds a lock)."""
+    for n in plan.nodes.values():
+        if n.context_params and not n.is_async:
+            raise DefinitionError(
+                f"node {n.id!r}: parameter {n.context_params[0]!r} takes an "
+                "fd.Context, which cannot be sent to another process; use "
+                "executor='threads' for this flow, or drop the parameter."
+            )
 
 
 def _check_input_types(plan: Plan, given: Mapping[str, Any]) -> None:

@@ -347,11 +347,14 @@ class SyncDriver(_Driver):
     def _wait(self) -> None:
         """Act on outcomes until the run is over (or a cancel's grace ends)."""
         while not self.scheduler.finished and not self._grace_over():
-            if self._cancel_deadline is not None and not self._futures:
+            if (
+                self._cancel_deadline is not None
+                and not self._futures
+                and self._done.empty()
+            ):
                 # Cancelled with nothing left to report back: a Ctrl-C that
                 # landed between two steps may have cut an outcome short.
-                if self._done.empty():
-                    break
+                break
             self._step()
 
     def _step(self) -> None:
@@ -456,6 +459,11 @@ class AsyncDriver(_Driver):
                 remove()
             if self._timer is not None:
                 self._timer.cancel()
+            leftover = [t for t in self._tasks.values() if not t.done()]
+            for task in leftover:  # after an internal error: leave nothing behind
+                task.cancel()
+            if leftover:
+                await asyncio.gather(*leftover, return_exceptions=True)
             self._close_pool()
         return self._result()
 

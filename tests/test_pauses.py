@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -70,9 +71,37 @@ class TestWaitFor:
     def test_resume_without_the_event_stays_awaiting(self, runner: Runner) -> None:
         flow = approval_flow([])
         paused = runner.run(flow, {"topic": "owls"})
-        again = resume(runner, flow, paused.state, events={"other": 1})
+        again = resume(runner, flow, paused.state)
         assert "awaiting" == again.status
         assert ("approval",) == again.waiting_for
+
+    def test_a_misspelled_event_is_rejected(self, runner: Runner) -> None:
+        flow = approval_flow([])
+        paused = runner.run(flow, {"topic": "owls"})
+        with pytest.raises(fd.DefinitionError, match="Did you mean 'approval'"):
+            resume(runner, flow, paused.state, events={"aproval": {"by": "Ada"}})
+
+    @pytest.mark.parametrize(
+        ("corrupt", "fragment"),
+        [
+            ({"version": 7}, "version"),
+            ({"status": ["draft"]}, "'status' must be a mapping"),
+            ({"outputs": {}}, "output of completed node 'draft' is missing"),
+            ({"status": {"ghost": "completed"}}, "'ghost'"),
+            ({"status": {"draft": "running"}}, "'running'"),
+            ({"inputs": None}, "'inputs' must be a mapping"),
+            ({"wakes": {"draft": "soon"}}, "not a number"),
+            ({"run_id": 5}, "'run_id'"),
+        ],
+    )
+    def test_a_corrupted_state_is_rejected_clearly(
+        self, runner: Runner, corrupt: dict[str, Any], fragment: str
+    ) -> None:
+        flow = approval_flow([])
+        paused = runner.run(flow, {"topic": "owls"})
+        state = {**json.loads(json.dumps(paused.state)), **corrupt}
+        with pytest.raises(fd.DefinitionError, match=re.escape(fragment)):
+            resume(runner, flow, state)
 
     def test_context_survives_the_pause(self, runner: Runner) -> None:
         @fd.node
