@@ -89,11 +89,14 @@ def _check_output(flow: Flow, output: str | None, where: str) -> str | None:
 def select_output(
     result: RunResult, output: str | None, terminals: Sequence[str]
 ) -> Any:
-    """The value a child run publishes in its parent."""
+    """The value a child run publishes in its parent.
+
+    An output node that was skipped in the child gives None.
+    """
     if output is not None:
-        return result[output]
+        return result.get(output)
     if len(terminals) == 1:
-        return result[terminals[0]]
+        return result.get(terminals[0])
     return {t: result[t] for t in terminals if t in result}
 
 
@@ -451,6 +454,14 @@ def loop(
     condition = make_options(id, when=while_).when
     if condition is None:
         raise DefinitionError(f"{where}: while_ is required.")
+    readable = {*flow._plan.producer_of, *known_inputs, "iteration"}
+    unknown = sorted(set(getattr(condition, "names", ())) - readable)
+    if unknown:
+        raise DefinitionError(
+            f"{where}: while_ reads {', '.join(map(repr, unknown))}, which is neither "
+            "a body node, a body input nor 'iteration'; it can read "
+            f"{', '.join(map(repr, sorted(readable)))}."
+        )
     node = LoopNode(
         flow,
         id=id,

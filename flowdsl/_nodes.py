@@ -201,7 +201,7 @@ class BaseNode:
             )
         self.fn = fn
         self.id = id if id is not None else fn.__name__
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = _is_async(fn)
         self.options = make_options(self.id, **options)
         self.signature = _signature(fn, self.id)
         self.localns = localns or {}
@@ -218,7 +218,11 @@ class BaseNode:
     @property
     def reference(self) -> str:
         """The stable `module:qualname` reference of the wrapped function."""
-        return f"{self.fn.__module__}:{self.fn.__qualname__}"
+        fn = self.fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        module = getattr(fn, "__module__", None) or "<unknown>"
+        return f"{module}:{getattr(fn, '__qualname__', self.id)}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -228,7 +232,7 @@ class BaseNode:
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         # Nodes travel to worker processes by import reference, like functions.
-        if "<locals>" in self.fn.__qualname__:
+        if "<locals>" in getattr(self.fn, "__qualname__", "<locals>"):
             raise TypeError(
                 f"node {self.id!r} is defined inside a function and cannot be "
                 "sent to another process; define it at module level."
@@ -508,7 +512,7 @@ def _make_node(
 ) -> BaseNode:
     if isinstance(fn, BaseNode):
         raise DefinitionError(f"{fn!r} is already a node; decorate it only once.")
-    cls = AsyncNode if inspect.iscoroutinefunction(fn) else Node
+    cls = AsyncNode if _is_async(fn) else Node
     return cls(fn, id=id, options=options, localns=localns)
 
 
@@ -545,7 +549,7 @@ class _BatchDecorator:
             raise DefinitionError(
                 f"{fn!r} is already a node; a batch worker must be a plain function."
             )
-        cls = AsyncBatchNode if inspect.iscoroutinefunction(fn) else BatchNode
+        cls = AsyncBatchNode if _is_async(fn) else BatchNode
         return cls(fn, localns=_caller_locals(), **self._options)
 
 
@@ -666,15 +670,23 @@ def From(source: str | BaseNode) -> Any:
     )
 
 
+def _is_async(fn: Any) -> bool:
+    """Whether calling `fn` returns a coroutine (also for `async __call__`)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = inspect.getattr_static(fn, "__call__", None)  # `async def __call__`
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
 def _check_function(fn: Any, id: str | None) -> None:
     if not callable(fn):
         raise DefinitionError(
             f"{fn!r} is not callable and cannot be a node; pass a function."
         )
     name = getattr(fn, "__name__", None)
-    if not isinstance(name, str):
+    if not isinstance(name, str) and id is None:
         raise DefinitionError(
-            f"{fn!r} has no __name__; define it with def, or pass id='...'."
+            f"{fn!r} has no __name__ to use as its node id; pass id='...'."
         )
     if name == "<lambda>" and id is None:
         raise DefinitionError(

@@ -125,8 +125,7 @@ class RunResult:
             `"cancelled"`.
         outputs: Output key to value, for every node that completed.
         errors: Every node and item failure, in the order they happened.
-        node_status: Each node id to `"completed"`, `"failed"`, `"stopped"`
-            or `"not_run"`.
+        node_status: Each node id to its status (see `NodeStatus`).
         timings: Each node id that started to its wall time in seconds.
         duration: The whole run's wall time in seconds.
         children: The child run of each subflow and loop node (a loop's
@@ -204,7 +203,16 @@ class RunResult:
                 f"flow {self.flow_id!r} has no node or output {node_id!r}; "
                 f"outputs of this run: {known}."
             )
+        why = {
+            "skipped": "it was on a branch not taken",
+            "pending": "the run paused before reaching it",
+            "waiting": "the run is waiting for it; resume with its event",
+            "not_run": "the run stopped at a failure before it started",
+            "stopped": "the run stopped at a failure while it ran",
+            "cancelled": "the run was cancelled while it ran",
+            "failed": "it failed; see result.errors",
+        }.get(status, "it has no value")
         return KeyError(
             f"node {owner!r} has no output in run {self.run_id!r}: its status is "
-            f"{status!r}. See result.errors for what failed."
+            f"{status!r} ({why})."
         )

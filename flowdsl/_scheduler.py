@@ -25,7 +25,13 @@ import attrs
 
 from ._plan import Plan, PlanNode
 from ._result import Action, ChildRun, ItemError, NodeStatus, RunError, RunResult
-from .exceptions import BatchInputError, FlowFailed, LoopLimitExceeded, NodeTimeout
+from .exceptions import (
+    BatchInputError,
+    FlowdslError,
+    FlowFailed,
+    LoopLimitExceeded,
+    NodeTimeout,
+)
 
 __all__ = [
     "DEFAULT_ASYNC_SLOTS",
@@ -94,6 +100,10 @@ Command = Union[RunNode, RunItems, RunFallback, CancelTasks]
 
 _PENDING: Any = object()  # a slot whose item has not finished
 _SKIPPED: Any = object()  # a slot left out of the gathered list
+
+
+class LoopCarryError(FlowdslError):
+    """A loop's carried value came from a node skipped in that iteration."""
 
 
 class Failure:
@@ -571,6 +581,16 @@ class Scheduler:
         if iteration >= spec.max_iterations:
             self._children[n.id] = child.result
             self._fail(n.id, None, LoopLimitExceeded(n.id, spec.max_iterations), now)
+            return False
+        missing = [key for key in spec.carry.values() if key not in outputs]
+        if missing:
+            error = LoopCarryError(
+                f"loop {n.id!r}: iteration {iteration} skipped {missing[0]!r}, "
+                "whose value its carry= feeds into the next iteration; make sure "
+                "that node runs in every iteration, or give it a default branch."
+            )
+            self._children[n.id] = child.result
+            self._fail(n.id, None, error, now)
             return False
         carried = {name: outputs[key] for name, key in spec.carry.items()}
         self._next_kwargs[n.id] = {**command.kwargs, **carried}

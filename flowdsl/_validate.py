@@ -217,6 +217,21 @@ def _control_problems(
                 f"node {n.id!r}: {option}= names {ref!r}, which is not a node of "
                 f"the flow.{_suggest(ref, by_id)} Add it or fix {option}=."
             )
+    if options.join == "any" and options.on is not None:
+        problems.append(
+            f"node {n.id!r} has join='any' and on=: it would be decided when its "
+            "first predecessor finishes, perhaps before the route is known; put "
+            "on= on the predecessors instead."
+        )
+    for name in sorted(getattr(options.when, "names", ())):
+        close = difflib.get_close_matches(name, list(producer_of), n=1, cutoff=0.8)
+        if name not in producer_of and close:
+            warnings.warn(
+                f"node {n.id!r}: its condition reads {name!r}, which no node "
+                f"produces, so it is a flow input. Did you mean {close[0]!r}?",
+                FlowWarning,
+                stacklevel=5,
+            )
     if options.join == "any":
         for b in node_bindings:
             if b.kind == "source" and b.required:

@@ -127,6 +127,29 @@ class TestLoops:
         assert {"count": "increment"} == dict(spec.params["carry"])
         assert 'counter -- "while increment < 5" --> counter' in flow.to_mermaid()
 
+    def test_carry_from_a_skipped_node_fails_clearly(self, runner: Runner) -> None:
+        @fd.node
+        def step(count: int) -> fd.Action[int]:
+            return fd.Action("small" if count < 2 else "big", count + 1)
+
+        @fd.node(on=(step, "big"))
+        def big(step: int) -> int:
+            return step
+
+        body = fd.Flow("branchy", [step, big])
+        stepper = fd.loop(body, id="stepper", carry={"count": big}, while_="True")
+        with pytest.raises(fd.FlowFailed, match="skipped 'big'"):
+            runner.run(fd.Flow("carry", [stepper]), {"count": 0})
+
+    def test_while_names_are_checked_when_the_loop_is_built(self) -> None:
+        with pytest.raises(fd.DefinitionError, match="'incremnt'"):
+            fd.loop(
+                [increment],
+                id="typo",
+                carry={"count": increment},
+                while_="incremnt < 3",
+            )
+
     @pytest.mark.parametrize(
         ("options", "fragment"),
         [
@@ -185,6 +208,20 @@ class TestSubflows:
         inner = fd.subflow(adder, id="inner")
         result = runner.run(fd.Flow("parent", [inner]), {"a": 1, "b": 2})
         assert 9 == result["inner"]
+
+    def test_a_skipped_child_output_is_none(self, runner: Runner) -> None:
+        @fd.node
+        def gate() -> fd.Action[int]:
+            return fd.Action("closed", 0)
+
+        @fd.node(on=(gate, "open"))
+        def answer() -> int:
+            return 42
+
+        child = fd.Flow("maybe", [gate, answer])
+        result = runner.run(fd.Flow("parent", [fd.subflow(child, id="maybe")]))
+        assert result["maybe"] is None
+        assert "completed" == result.status
 
     def test_subflow_is_callable_like_a_function(self) -> None:
         inner = fd.subflow(adder, id="inner")

@@ -271,6 +271,71 @@ class TestJoins:
         assert "skipped" == result.node_status["either"]
         assert "completed" == result.status
 
+    def test_join_any_with_a_route_is_rejected(self) -> None:
+        @fd.node
+        def router() -> fd.Action[int]:
+            return fd.Action("go", 1)
+
+        @fd.node
+        def other() -> int:
+            return 2
+
+        @fd.node(join="any", on=(router, "go"))
+        def either(router: int = 0, other: int = 0) -> int:
+            return router + other
+
+        with pytest.raises(fd.BlueprintError, match="join='any' and on="):
+            fd.Flow("any-on", [router, other, either])
+
+    def test_a_condition_name_close_to_a_node_warns(self) -> None:
+        @fd.node
+        def score() -> float:
+            return 1.0
+
+        @fd.node(when="scroe > 0.5")
+        def publish() -> int:
+            return 1
+
+        with pytest.warns(fd.FlowWarning, match="Did you mean 'score'"):
+            fd.Flow("typo", [score, publish])
+
+    def test_a_condition_on_a_skipped_node_skips(self, runner: Runner) -> None:
+        @fd.node
+        def gate() -> fd.Action[int]:
+            return fd.Action("closed", 0)
+
+        @fd.node(on=(gate, "open"))
+        def measured() -> int:
+            return 5
+
+        @fd.node(when="measured > 3")
+        def react() -> str:
+            return "reacted"
+
+        result = runner.run(fd.Flow("cond-skip", [gate, measured, react]))
+        assert "skipped" == result.node_status["react"]
+        assert "completed" == result.status
+
+    def test_a_batch_whose_input_was_skipped_is_skipped(self, runner: Runner) -> None:
+        @fd.node
+        def flag() -> fd.Action[int]:
+            return fd.Action("no", 1)
+
+        @fd.node(on=(flag, "yes"))
+        def items() -> list[int]:
+            return [1]
+
+        @fd.node
+        def other() -> int:
+            return 1
+
+        @fd.batch(input=items, output="out", after=[other])
+        def work(item: int) -> int:
+            return item
+
+        result = runner.run(fd.Flow("skip-batch", [flag, items, other, work]))
+        assert "skipped" == result.node_status["work"]
+
     def test_after_orders_without_passing_values(self, runner: Runner) -> None:
         order: list[str] = []
 
