@@ -79,7 +79,7 @@ def check_flow_api() -> None:
     assert_type(flow.to_mermaid(), str)
     assert_type(flow.inputs["url"], bool)
     result = flow.run(concurrency=4, executor="inline", check=False)
-    assert_type(result.status, Literal["completed", "failed", "awaiting"])
+    assert_type(result.status, Literal["completed", "failed", "awaiting", "cancelled"])
     assert_type(result.errors, tuple[fd.RunError, ...])
     assert_type(result.duration, float)
     assert_type(result.get("sum"), Any)
