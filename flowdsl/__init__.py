@@ -16,6 +16,8 @@ from ._context import Context as Context
 from ._events import Event as Event
 from ._events import EventBus as EventBus
 from ._flow import Flow as Flow
+from ._middleware import CallInfo as CallInfo
+from ._middleware import Middleware as Middleware
 from ._nodes import AsyncBatchNode as AsyncBatchNode
 from ._nodes import AsyncNode as AsyncNode
 from ._nodes import BatchNode as BatchNode
@@ -49,6 +51,7 @@ __all__ = [
     "BatchNode",
     "Blueprint",
     "BlueprintError",
+    "CallInfo",
     "CancelToken",
     "Context",
     "DefinitionError",
@@ -64,6 +67,7 @@ __all__ = [
     "From",
     "ItemError",
     "LoopLimitExceeded",
+    "Middleware",
     "MissingInputError",
     "Node",
     "NodeSpec",

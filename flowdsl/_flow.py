@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import difflib
 import types
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._cancel import CancelToken
@@ -116,6 +125,7 @@ class Flow:
         validate_inputs: bool = False,
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
+        middleware: Sequence[Any] | None = None,
     ) -> RunResult:
         """Run the flow to the end and return its result.
 
@@ -136,6 +146,9 @@ class Flow:
             cancel: A `fd.CancelToken` that cancels the run. Ctrl-C does too:
                 the run is cancelled, then `KeyboardInterrupt` propagates
                 with the result on its `result` attribute.
+            middleware: Wrappers around every node call, outermost first: a
+                `def (call, info)` wraps sync calls, an `async def` async
+                ones, an `fd.Middleware` both.
 
         Returns:
             The run's result.
@@ -150,7 +163,7 @@ class Flow:
         driver = self._driver(
             SyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel,
+            run_id, concurrency, executor, on_event, cancel, middleware,
         )  # fmt: skip
         return self._checked(driver.run(), check)
 
@@ -165,6 +178,7 @@ class Flow:
         validate_inputs: bool = False,
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
+        middleware: Sequence[Any] | None = None,
     ) -> RunResult:
         """Run the flow on the running event loop; the same as `run()` otherwise.
 
@@ -178,6 +192,7 @@ class Flow:
             on_event: Called with each event (see `run()`).
             cancel: A `fd.CancelToken`; cancelling the task awaiting `arun()`
                 cancels the run too, then re-raises `CancelledError`.
+            middleware: Wrappers around every node call (see `run()`).
 
         Returns:
             The run's result.
@@ -190,7 +205,7 @@ class Flow:
         driver = self._driver(
             AsyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel,
+            run_id, concurrency, executor, on_event, cancel, middleware,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
 
@@ -204,6 +219,7 @@ class Flow:
         check: bool = True,
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
+        middleware: Sequence[Any] | None = None,
     ) -> RunResult:
         """Continue a paused run from its state.
 
@@ -221,6 +237,7 @@ class Flow:
             check: As for `run()`.
             on_event: As for `run()`.
             cancel: As for `run()`.
+            middleware: As for `run()`.
 
         Returns:
             The run's result: `"awaiting"` again if it is still waiting.
@@ -231,8 +248,9 @@ class Flow:
         """
         resumed = self._check_state(state, events)
         driver = self._driver(
-            SyncDriver, {}, None, concurrency, executor, on_event, cancel, resumed
-        )
+            SyncDriver, {}, None, concurrency, executor, on_event, cancel,
+            middleware, resumed,
+        )  # fmt: skip
         return self._checked(driver.run(), check)
 
     async def aresume(
@@ -245,6 +263,7 @@ class Flow:
         check: bool = True,
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
+        middleware: Sequence[Any] | None = None,
     ) -> RunResult:
         """Continue a paused run on the running event loop (see `resume`).
 
@@ -256,6 +275,7 @@ class Flow:
             check: As for `run()`.
             on_event: As for `run()`.
             cancel: As for `run()`.
+            middleware: As for `run()`.
 
         Returns:
             The run's result.
@@ -266,8 +286,9 @@ class Flow:
         """
         resumed = self._check_state(state, events)
         driver = self._driver(
-            AsyncDriver, {}, None, concurrency, executor, on_event, cancel, resumed
-        )
+            AsyncDriver, {}, None, concurrency, executor, on_event, cancel,
+            middleware, resumed,
+        )  # fmt: skip
         return self._checked(await driver.run(), check)
 
     def _driver(
@@ -279,6 +300,7 @@ class Flow:
         executor: Any,
         on_event: Any,
         cancel: Any,
+        middleware: Any,
         resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> D:
         """Check the options every face shares, and set up a driver."""
@@ -303,6 +325,7 @@ class Flow:
             resume=resume,
             on_event=on_event,
             cancel=cancel,
+            middleware=middleware,
         )
 
     def _check_state(

@@ -20,11 +20,21 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Executor
-from typing import Any, Callable, Coroutine, Iterable, Mapping
+from typing import Any, Callable, Coroutine, Iterable, Mapping, Sequence
+
+import attrs
 
 from ._cancel import CancelToken
 from ._context import Context, SharedState
 from ._events import EventSink, Listener
+from ._middleware import (
+    AsyncLayer,
+    CallInfo,
+    SyncLayer,
+    split_middleware,
+    wrap_async,
+    wrap_sync,
+)
 from ._nodes import BaseNode
 from ._plan import Plan, PlanNode
 from ._result import RunResult
@@ -47,9 +57,16 @@ GRACE_PERIOD = 5.0
 _CANCEL: Any = object()  # queued by a CancelToken for the sync face
 
 
-def run_node(node: BaseNode, kwargs: Mapping[str, Any]) -> Any:
+def run_node(
+    node: BaseNode,
+    kwargs: Mapping[str, Any],
+    layers: tuple[SyncLayer, ...] = (),
+    info: CallInfo | None = None,
+) -> Any:
     """Call a sync node (module-level, so process pools can pickle it)."""
     try:
+        if layers and info is not None:
+            return wrap_sync(lambda: node.fn(**kwargs), layers, info)
         return node.fn(**kwargs)
     except StopIteration as exc:  # a future cannot hold one: asyncio would hang
         raise RuntimeError(f"node {node.id!r} raised StopIteration") from exc
@@ -60,20 +77,28 @@ def run_chunk(
     items: Iterable[Any],
     kwargs: Mapping[str, Any] | list[Any],
     stop_on_error: bool,
+    layers: tuple[SyncLayer, ...] = (),
+    info: CallInfo | None = None,
 ) -> list[Any]:
     """Call a sync batch worker on each item; a raised exception becomes a Failure.
 
     `kwargs` is shared by every item, or a list with one mapping per item.
     With `stop_on_error`, the items after a failure are not started, and the
-    outcomes end at the failure.
+    outcomes end at the failure. `info` describes the first item.
     """
     fn = node.fn
     outcomes: list[Any] = []
     append = outcomes.append
     per_item = kwargs if isinstance(kwargs, list) else itertools.repeat(kwargs)
-    for item, item_kwargs in zip(items, per_item):
+    for offset, (item, item_kwargs) in enumerate(zip(items, per_item)):
         try:
-            append(fn(item, **item_kwargs))
+            if layers and info is not None:
+                index = (info.item_index or 0) + offset
+                item_info = attrs.evolve(info, item_index=index)
+                call = functools.partial(fn, item, **item_kwargs)
+                append(wrap_sync(call, layers, item_info))
+            else:
+                append(fn(item, **item_kwargs))
         except StopIteration as exc:
             error = RuntimeError(f"batch {node.id!r} raised StopIteration")
             error.__cause__ = exc
@@ -88,12 +113,28 @@ def run_chunk(
 
 
 async def _run_async_item(
-    node: BaseNode, item: Any, kwargs: Mapping[str, Any]
+    node: BaseNode,
+    item: Any,
+    kwargs: Mapping[str, Any],
+    layers: tuple[AsyncLayer, ...],
+    info: CallInfo | None,
 ) -> list[Any]:
     try:
+        if layers and info is not None:
+            return [await wrap_async(lambda: node.fn(item, **kwargs), layers, info)]
         return [await node.fn(item, **kwargs)]
     except Exception as exc:
         return [Failure(exc)]
+
+
+async def _run_async_node(
+    node: BaseNode,
+    kwargs: Mapping[str, Any],
+    layers: tuple[AsyncLayer, ...],
+    info: CallInfo | None,
+) -> Any:
+    assert info is not None
+    return await wrap_async(lambda: node.fn(**kwargs), layers, info)
 
 
 class _Driver:
@@ -113,7 +154,9 @@ class _Driver:
         resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
+        middleware: Sequence[Any] | None = None,
     ) -> None:
+        self._sync_layers, self._async_layers = split_middleware(middleware)
         if resume is not None:
             inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
         run_id = run_id if run_id is not None else uuid.uuid4().hex
@@ -194,10 +237,12 @@ class _Driver:
     def _sync_call(
         self, command: RunNode | RunItems | RunFallback
     ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        if isinstance(command, RunNode):
-            return run_node, (command.node.node, self._kwargs(command, None))
         if isinstance(command, RunFallback):
             return command.node.fallback, self._fallback_args(command)
+        info = self._info(command)
+        if isinstance(command, RunNode):
+            kwargs = self._kwargs(command, None)
+            return run_node, (command.node.node, kwargs, self._sync_layers, info)
         per_item: dict[str, Any] | list[Any] = command.kwargs
         if command.node.context_params:
             per_item = [
@@ -209,6 +254,8 @@ class _Driver:
             command.items,
             per_item,
             command.stop_on_error,
+            self._sync_layers,
+            info,
         )
 
     def _coroutine(
@@ -216,15 +263,27 @@ class _Driver:
     ) -> Coroutine[Any, Any, Any]:
         node = command.node
         result: Coroutine[Any, Any, Any]
-        if isinstance(command, RunNode):
-            result = node.node.fn(**self._kwargs(command, None))
-        elif isinstance(command, RunFallback):
+        if isinstance(command, RunFallback):
             result = node.fallback(*self._fallback_args(command))
+        elif isinstance(command, RunNode):
+            kwargs = self._kwargs(command, None)
+            if self._async_layers:
+                info = self._info(command)
+                result = _run_async_node(node.node, kwargs, self._async_layers, info)
+            else:
+                result = node.node.fn(**kwargs)
         else:
             (item,) = command.items
             kwargs = self._kwargs(command, command.start)
-            result = _run_async_item(node.node, item, kwargs)
+            info = self._info(command)
+            result = _run_async_item(node.node, item, kwargs, self._async_layers, info)
         return result
+
+    def _info(self, command: RunNode | RunItems) -> CallInfo | None:
+        if not (self._sync_layers or self._async_layers):
+            return None
+        index = command.start if isinstance(command, RunItems) else None
+        return CallInfo(self.state.run_id, command.node.id, index, command.attempt)
 
     # -- outcomes back to the scheduler ------------------------------------------
 

@@ -95,3 +95,86 @@ class TestEvents:
             return 1
 
         assert 1 == runner.run(fd.Flow("quiet", [talk]))["talk"]
+
+
+class TestMiddleware:
+    """Middleware wraps every call, in order, and may replace or rescue it."""
+
+    def test_order_observation_replacement_and_rescue(self, runner: Runner) -> None:
+        trail: list[str] = []
+
+        class Tracer(fd.Middleware):
+            def wrap(self, call: Any, info: fd.CallInfo) -> Any:
+                trail.append(f"outer>{info.node_id}")
+                value = call()
+                trail.append(f"outer<{info.node_id}")
+                return value
+
+            async def awrap(self, call: Any, info: fd.CallInfo) -> Any:
+                trail.append(f"outer>{info.node_id}")
+                value = await call()
+                trail.append(f"outer<{info.node_id}")
+                return value
+
+        def inner(call: Any, info: fd.CallInfo) -> Any:
+            trail.append(f"inner>{info.node_id}")
+            try:
+                value = call()
+            except ZeroDivisionError:
+                return "rescued"  # a sync middleware rescuing an error
+            return value * 10 if info.node_id == "ten" else value
+
+        async def ainner(call: Any, info: fd.CallInfo) -> Any:
+            trail.append(f"ainner>{info.node_id}")
+            return f"{await call()}!"
+
+        @fd.node
+        def ten() -> int:
+            return 1
+
+        @fd.node
+        def divide(ten: int) -> Any:  # a middleware may change the type
+            return ten / 0
+
+        @fd.node
+        async def shout(divide: str) -> str:
+            return divide.upper()
+
+        result = runner.run(
+            fd.Flow("mw", [ten, divide, shout]),
+            middleware=[Tracer(), inner, ainner],
+        )
+        assert 10 == result["ten"]
+        assert "rescued" == result["divide"]
+        assert "RESCUED!" == result["shout"]
+        assert [
+            "outer>ten", "inner>ten", "outer<ten",
+            "outer>divide", "inner>divide", "outer<divide",
+            "outer>shout", "ainner>shout", "outer<shout",
+        ] == trail  # fmt: skip
+
+    def test_batch_items_are_wrapped_one_by_one(self, runner: Runner) -> None:
+        seen: list[tuple[Any, Any]] = []
+
+        def note(call: Any, info: fd.CallInfo) -> Any:
+            seen.append((info.item_index, info.attempt))
+            return call()
+
+        @fd.node
+        def items() -> list[int]:
+            return [5, 6, 7]
+
+        @fd.batch(input=items, output="out", chunk_size=2)
+        def work(item: int) -> int:
+            return item
+
+        runner.run(fd.Flow("mw-batch", [items, work]), middleware=[note])
+        assert [(0, 1), (1, 1), (2, 1)] == sorted(s for s in seen if s[0] is not None)
+
+    def test_bad_middleware_is_rejected(self, runner: Runner) -> None:
+        @fd.node
+        def one() -> int:
+            return 1
+
+        with pytest.raises(fd.DefinitionError, match="middleware"):
+            runner.run(fd.Flow("bad-mw", [one]), middleware=[42])
