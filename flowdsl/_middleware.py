@@ -10,7 +10,7 @@ whole chain.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Awaitable, Callable, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Sequence
 
 import attrs
 
@@ -59,7 +59,7 @@ AsyncLayer = Callable[[Callable[[], Awaitable[Any]], CallInfo], Awaitable[Any]]
 
 def split_middleware(
     middleware: Sequence[Any] | None,
-) -> Tuple[Tuple[SyncLayer, ...], Tuple[AsyncLayer, ...]]:
+) -> tuple[tuple[SyncLayer, ...], tuple[AsyncLayer, ...]]:
     """The layers for sync calls and for async calls, outermost first.
 
     Raises:
