@@ -10,6 +10,7 @@ from ._blueprint import Blueprint as Blueprint
 from ._blueprint import EdgeSpec as EdgeSpec
 from ._blueprint import NodeSpec as NodeSpec
 from ._cancel import CancelToken as CancelToken
+from ._classnode import NodeClass as NodeClass
 from ._compose import loop as loop
 from ._compose import subflow as subflow
 from ._context import Context as Context
@@ -70,6 +71,7 @@ __all__ = [
     "Middleware",
     "MissingInputError",
     "Node",
+    "NodeClass",
     "NodeSpec",
     "NodeTimeout",
     "RunError",

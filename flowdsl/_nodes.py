@@ -512,6 +512,16 @@ def _make_node(
 ) -> BaseNode:
     if isinstance(fn, BaseNode):
         raise DefinitionError(f"{fn!r} is already a node; decorate it only once.")
+    from ._classnode import NodeClass, class_node_function
+
+    if isinstance(fn, NodeClass):
+        engine, fallback = class_node_function(fn)
+        if options.get("fallback") is None and fallback is not None:
+            options = {**options, "fallback": fallback}
+        # The class's annotations name things in the class's own module.
+        module = sys.modules.get(type(fn).__module__)
+        localns = {**vars(module), **(localns or {})} if module else localns
+        fn = engine
     cls = AsyncNode if _is_async(fn) else Node
     return cls(fn, id=id, options=options, localns=localns)
 

@@ -41,6 +41,7 @@ class TestExports:
             "Middleware",
             "MissingInputError",
             "Node",
+            "NodeClass",
             "NodeSpec",
             "NodeTimeout",
             "RunError",

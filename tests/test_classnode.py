@@ -1,0 +1,120 @@
+"""Class nodes: prep once, exec retried, post, fallback and recover."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import flowdsl as fd
+
+from .conftest import Runner
+
+
+class Summarize(fd.NodeClass):
+    """Counts words, failing the first two `exec` attempts."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def prep(self, text: str) -> list[str]:
+        self.calls.append("prep")
+        return text.split()
+
+    def exec(self, words: list[str]) -> int:
+        self.calls.append("exec")
+        if self.calls.count("exec") < 3:
+            raise ConnectionError("model busy")
+        return len(words)
+
+    def post(self, count: int) -> str:
+        self.calls.append("post")
+        return f"{count} words"
+
+    def recover(self, error: BaseException) -> None:
+        self.calls.append(f"recover:{type(error).__name__}")
+
+
+class TestLifecycle:
+    """Only exec is retried; recover runs whenever a phase failed."""
+
+    def test_prep_once_exec_retried_post_once(self, runner: Runner) -> None:
+        summarize = Summarize()
+        node = fd.node(retries=2)(summarize)
+        assert "summarize" == node.id
+        result = runner.run(fd.Flow("words", [node]), {"text": "a b c"})
+        assert "3 words" == result["summarize"]
+        assert [
+            "prep",
+            "exec",
+            "recover:ConnectionError",
+            "exec",
+            "recover:ConnectionError",
+            "exec",
+            "post",
+        ] == summarize.calls
+
+    def test_a_failing_prep_is_not_retried(self, runner: Runner) -> None:
+        class Broken(fd.NodeClass):
+            def __init__(self) -> None:
+                self.preps = 0
+
+            def prep(self, x: int) -> int:
+                self.preps += 1
+                raise ValueError("bad input")
+
+            def exec(self, prepared: int) -> int:
+                return prepared
+
+        broken = Broken()
+        result = runner.run(
+            fd.Flow("broken", [fd.node(retries=3)(broken)]), {"x": 1}, check=False
+        )
+        assert 1 == broken.preps
+        (error,) = result.errors
+        assert isinstance(error.exception, fd.FlowdslError)
+        assert isinstance(error.exception.__cause__, ValueError)
+
+    def test_fallback_method_stands_in(self, runner: Runner) -> None:
+        class Guarded(fd.NodeClass):
+            async def exec(self, x: int) -> int:
+                await asyncio.sleep(0)
+                raise TimeoutError("slow service")
+
+            def fallback(self, error: BaseException) -> int:
+                return -1
+
+        result = runner.run(fd.Flow("guarded", [Guarded()]), {"x": 1})
+        assert -1 == result["guarded"]
+        assert "rescued" == result.node_status["guarded"]
+
+    def test_class_nodes_read_upstream_values_by_name(self, runner: Runner) -> None:
+        @fd.node
+        def text() -> str:
+            return "one two"
+
+        class Upper(fd.NodeClass):
+            def exec(self, text: str) -> str:
+                return text.upper()
+
+        assert "ONE TWO" == runner.run(fd.Flow("up", [text, Upper()]))["upper"]
+
+    def test_exec_is_required(self) -> None:
+        class Empty(fd.NodeClass):
+            pass
+
+        with pytest.raises(fd.DefinitionError, match="must define exec"):
+            fd.node(Empty())  # type: ignore[call-overload]
+
+    def test_types_flow_from_the_methods(self) -> None:
+        class Length(fd.NodeClass):
+            def exec(self, text: str) -> int:
+                return len(text)
+
+        @fd.node
+        def shout(length: str) -> Any:
+            return length
+
+        with pytest.raises(fd.BlueprintError, match="'length' returns int"):
+            fd.Flow("typed", [Length(), shout])
