@@ -38,7 +38,7 @@ class NodeClass:
 
     def exec(self, prepared: Any) -> Any:
         """Do the work; the only phase that is retried."""
-        raise NotImplementedError(f"{type(self).__name__} must define exec()")
+        raise NotImplementedError(f"{type(self).__name__} must define an exec method")
 
     def post(self, result: Any) -> Any:
         """Turn `exec`'s result into the node's output (default: unchanged)."""
@@ -68,7 +68,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     """
     if not _overrides(obj, "exec"):
         raise DefinitionError(
-            f"class node {type(obj).__name__!r} must define exec(); it is the "
+            f"class node {type(obj).__name__!r} must define an exec method; it is the "
             "phase that does the work."
         )
     has_prep = _overrides(obj, "prep")

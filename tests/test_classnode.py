@@ -104,7 +104,7 @@ class TestLifecycle:
         class Empty(fd.NodeClass):
             pass
 
-        with pytest.raises(fd.DefinitionError, match="must define exec"):
+        with pytest.raises(fd.DefinitionError, match="must define an exec method"):
             fd.node(Empty())  # type: ignore[call-overload]
 
     def test_types_flow_from_the_methods(self) -> None:

@@ -481,7 +481,12 @@ class TestExpressionObject:
 
 #: A call of either builtin: the name standing alone (so `evaluate(` and
 #: `literal_eval` do not count), then optional spaces and an open paren.
-CODE_RUNNING_CALL = re.compile(r"\b(?:eval|exec)\s*\(")
+# The built-ins, called bare or through `builtins`; a method named `exec`
+# (`NodeClass.exec`, as DESIGN names it) is not one of them.
+CODE_RUNNING_CALL = re.compile(
+    r"(?<![\w.])(?<!def )(?:eval|exec)\s*\("
+    r"|\b(?:builtins|__builtins__)\s*\.\s*(?:eval|exec)\s*\("
+)
 
 
 class TestNoCodeFromData:
@@ -498,6 +503,9 @@ class TestNoCodeFromData:
             ("my_exec(x)", False),
             ("executor(x)", False),
             ('ast.parse(text, mode="eval")', False),
+            ("obj.exec(prepared)", False),
+            ("def exec(self, prepared):", False),
+            ("__builtins__.exec(code)", True),
         ],
     )
     def test_pattern(self, text: str, found: bool) -> None:
