@@ -9,6 +9,7 @@ from typing import (
     Any,
     Callable,
     Iterable,
+    Literal,
     Mapping,
     Sequence,
     TypeVar,
@@ -126,6 +127,7 @@ class Flow:
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
+        progress: bool | Literal["always"] = False,
     ) -> RunResult:
         """Run the flow to the end and return its result.
 
@@ -149,6 +151,8 @@ class Flow:
             middleware: Wrappers around every node call, outermost first: a
                 `def (call, info)` wraps sync calls, an `async def` async
                 ones, an `fd.Middleware` both.
+            progress: Draw a bar per batch on stderr (rich's when installed),
+                only when stderr is a terminal; `"always"` draws anyway.
 
         Returns:
             The run's result.
@@ -163,7 +167,7 @@ class Flow:
         driver = self._driver(
             SyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel, middleware,
+            run_id, concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(driver.run(), check)
 
@@ -179,6 +183,7 @@ class Flow:
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
+        progress: bool | Literal["always"] = False,
     ) -> RunResult:
         """Run the flow on the running event loop; the same as `run()` otherwise.
 
@@ -193,6 +198,7 @@ class Flow:
             cancel: A `fd.CancelToken`; cancelling the task awaiting `arun()`
                 cancels the run too, then re-raises `CancelledError`.
             middleware: Wrappers around every node call (see `run()`).
+            progress: Progress bars per batch (see `run()`).
 
         Returns:
             The run's result.
@@ -205,7 +211,7 @@ class Flow:
         driver = self._driver(
             AsyncDriver,
             self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel, middleware,
+            run_id, concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
 
@@ -220,6 +226,7 @@ class Flow:
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
+        progress: bool | Literal["always"] = False,
     ) -> RunResult:
         """Continue a paused run from its state.
 
@@ -238,6 +245,7 @@ class Flow:
             on_event: As for `run()`.
             cancel: As for `run()`.
             middleware: As for `run()`.
+            progress: As for `run()`.
 
         Returns:
             The run's result: `"awaiting"` again if it is still waiting.
@@ -249,7 +257,7 @@ class Flow:
         resumed = self._check_state(state, events)
         driver = self._driver(
             SyncDriver, {}, None, concurrency, executor, on_event, cancel,
-            middleware, resumed,
+            middleware, progress, resumed,
         )  # fmt: skip
         return self._checked(driver.run(), check)
 
@@ -264,6 +272,7 @@ class Flow:
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
+        progress: bool | Literal["always"] = False,
     ) -> RunResult:
         """Continue a paused run on the running event loop (see `resume`).
 
@@ -276,6 +285,7 @@ class Flow:
             on_event: As for `run()`.
             cancel: As for `run()`.
             middleware: As for `run()`.
+            progress: As for `run()`.
 
         Returns:
             The run's result.
@@ -287,7 +297,7 @@ class Flow:
         resumed = self._check_state(state, events)
         driver = self._driver(
             AsyncDriver, {}, None, concurrency, executor, on_event, cancel,
-            middleware, resumed,
+            middleware, progress, resumed,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
 
@@ -301,6 +311,7 @@ class Flow:
         on_event: Any,
         cancel: Any,
         middleware: Any,
+        progress: Any,
         resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> D:
         """Check the options every face shares, and set up a driver."""
@@ -326,6 +337,7 @@ class Flow:
             on_event=on_event,
             cancel=cancel,
             middleware=middleware,
+            progress=progress,
         )
 
     def _check_state(

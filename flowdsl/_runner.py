@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -37,6 +38,7 @@ from ._middleware import (
 )
 from ._nodes import BaseNode
 from ._plan import Plan, PlanNode
+from ._progress import progress_listener
 from ._result import RunResult
 from ._scheduler import (
     CancelTasks,
@@ -55,6 +57,15 @@ __all__ = ["GRACE_PERIOD", "AsyncDriver", "SyncDriver"]
 GRACE_PERIOD = 5.0
 
 _CANCEL: Any = object()  # queued by a CancelToken for the sync face
+_log = logging.getLogger("flowdsl")
+
+
+def _both(first: Listener, second: Listener) -> Listener:
+    def listener(event: Any) -> None:
+        first(event)
+        second(event)
+
+    return listener
 
 
 def run_node(
@@ -155,11 +166,15 @@ class _Driver:
         on_event: Listener | None = None,
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
+        progress: Any = False,
     ) -> None:
         self._sync_layers, self._async_layers = split_middleware(middleware)
         if resume is not None:
             inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
         run_id = run_id if run_id is not None else uuid.uuid4().hex
+        bar = progress_listener(progress)
+        if bar is not None:
+            on_event = bar if on_event is None else _both(on_event, bar)
         self._emit = None if on_event is None else EventSink(run_id, on_event)
         self.state = SharedState(run_id, self._emit)
         self.scheduler = Scheduler(
@@ -346,6 +361,17 @@ class _Driver:
             result = self.scheduler.result(duration, self.state.values)
         if self._emit is not None:
             self._emit("run_finish", data={"status": result.status})
+        level = logging.WARNING if result.status == "failed" else logging.INFO
+        if _log.isEnabledFor(level):
+            _log.log(
+                level,
+                "flow %r run %r %s in %.3f s%s",
+                result.flow_id,
+                result.run_id,
+                result.status,
+                duration,
+                "".join(f"; {e.describe()}" for e in result.errors[:3]),
+            )
         return result
 
     def _pool(self) -> Executor:

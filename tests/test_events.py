@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +183,72 @@ class TestMiddleware:
 
         with pytest.raises(fd.DefinitionError, match="middleware"):
             runner.run(fd.Flow("bad-mw", [one]), middleware=[42])
+
+
+def progress_flow() -> fd.Flow:
+    @fd.node
+    def items() -> list[int]:
+        return list(range(30))
+
+    @fd.batch(input=items, output="out", concurrency=3)
+    async def work(item: int) -> int:
+        await asyncio.sleep(0.001)
+        return item
+
+    return fd.Flow("progress", [items, work])
+
+
+class TestProgress:
+    """Progress bars go to stderr, only on a terminal unless forced."""
+
+    def test_off_when_stderr_is_not_a_terminal(
+        self, runner: Runner, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        runner.run(progress_flow(), progress=True)
+        assert "" == capsys.readouterr().err
+
+    def test_plain_lines_without_rich(
+        self,
+        runner: Runner,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "rich.progress", None)  # as if absent
+        runner.run(progress_flow(), progress="always")
+        err = capsys.readouterr().err
+        assert "work: " in err
+        assert "work: done\n" in err
+
+    def test_rich_bars_when_installed(
+        self, runner: Runner, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        pytest.importorskip("rich")
+        runner.run(progress_flow(), progress="always")
+        assert "work" in capsys.readouterr().err
+
+
+class TestLogging:
+    """flowdsl logs through the `flowdsl` logger, and never prints."""
+
+    def test_a_failed_run_is_logged_as_a_warning(
+        self, runner: Runner, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        @fd.node
+        def broken() -> None:
+            raise ValueError("logged")
+
+        with caplog.at_level(logging.INFO, logger="flowdsl"):
+            runner.run(fd.Flow("logs", [broken]), check=False)
+        (record,) = [r for r in caplog.records if r.name == "flowdsl"]
+        assert logging.WARNING == record.levelno
+        assert "'broken'" in record.getMessage()
+
+    def test_no_print_anywhere_in_flowdsl(self) -> None:
+        root = Path(fd.__file__).parent
+        hits = [
+            f"{path.name}:{number}"
+            for path in sorted(root.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if re.search(r"(?<![\w.])print\(", line)
+        ]
+        assert [] == hits
