@@ -231,6 +231,8 @@ class _Driver:
             self._inline = None
             return self._feed_error(command, exc)
         self._inline = None
+        if self.state.cancelled.is_set():  # cancelled while it ran: say so first
+            self._cancel()
         return self._feed(command, value)
 
     def _context(self, node: PlanNode, index: int | None, attempt: int) -> Context:
@@ -407,7 +409,12 @@ class SyncDriver(_Driver):
     def run(self) -> RunResult:
         remove = None
         if self._token is not None:
-            remove = self._token.on_cancel(lambda: self._done.put(_CANCEL))
+
+            def wake() -> None:  # on whichever thread cancels
+                self.state.cancelled.set()  # seen at once, even by inline nodes
+                self._done.put(_CANCEL)
+
+            remove = self._token.on_cancel(wake)
         interrupted: KeyboardInterrupt | None = None
         try:
             try:
@@ -526,7 +533,8 @@ class AsyncDriver(_Driver):
         remove = None
         if self._token is not None:
 
-            def wake() -> None:  # called on whichever thread cancels
+            def wake() -> None:  # on whichever thread cancels
+                self.state.cancelled.set()
                 loop.call_soon_threadsafe(self._guarded, self._cancel)
 
             remove = self._token.on_cancel(wake)

@@ -401,6 +401,23 @@ class TestCancellation:
         assert len(retried) <= 2  # no retry started after the cancel
         assert threads_before == threading.active_count()
 
+    def test_a_lone_node_sees_the_cancel_at_once(self, runner: Runner) -> None:
+        token = fd.CancelToken()
+
+        @fd.node
+        def alone(ctx: fd.Context) -> str:  # may run on the scheduler's thread
+            token.cancel()
+            deadline = time.monotonic() + 5
+            while not ctx.cancelled and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return "saw it" if ctx.cancelled else "never saw it"
+
+        started = time.perf_counter()
+        result = runner.run(fd.Flow("alone", [alone]), cancel=token, check=False)
+        assert time.perf_counter() - started < 1
+        assert "cancelled" == result.status
+        assert "saw it" == result["alone"]  # what it returned is kept
+
     @pytest.mark.parametrize("trial", range(100))
     def test_cancel_at_random_times(self, runner: Runner, trial: int) -> None:
         rng = random.Random(SEED + trial)
