@@ -48,6 +48,7 @@ from ._scheduler import (
     RunItems,
     RunNode,
     Scheduler,
+    runs_async,
 )
 from .executors import ExecutorChoice
 
@@ -196,7 +197,7 @@ class _Driver:
         self._choice = executor
         self._executor: Executor | None = executor.given
         self._owned_executor: Executor | None = None
-        self._tasks: dict[int, Any] = {}  # token -> future of an async command
+        self._tasks: dict[int, tuple[bool, Any]] = {}  # token -> (async?, future)
         self._futures: set[Any] = set()  # every future whose outcome is due
         self._started = time.perf_counter()
         self._cancel_deadline: float | None = None
@@ -211,9 +212,7 @@ class _Driver:
             command = todo.popleft()
             if isinstance(command, CancelTasks):
                 for token in command.tokens:
-                    future = self._tasks.get(token)
-                    if future is not None:
-                        future.cancel()
+                    self._stop(token)
             elif command.inline:
                 todo.extend(self._run_inline(command))
             else:
@@ -221,6 +220,21 @@ class _Driver:
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
         raise NotImplementedError
+
+    def _stop(self, token: int) -> None:
+        """Cancel an async command; stop a sync one if the executor can."""
+        entry = self._tasks.get(token)
+        if entry is None:
+            return
+        is_async, future = entry
+        terminate = getattr(self._executor, "terminate", None)
+        if is_async:
+            future.cancel()
+        elif terminate is not None:
+            terminate(future)
+
+    def _track(self, command: RunNode | RunItems | RunFallback, future: Any) -> None:
+        self._tasks[command.token] = (runs_async(command), future)
 
     def _run_inline(self, command: RunNode | RunItems | RunFallback) -> list[Command]:
         fn, args = self._sync_call(command)
@@ -481,10 +495,10 @@ class SyncDriver(_Driver):
             future: Any = asyncio.run_coroutine_threadsafe(
                 self._coroutine(command), self._portal()
             )
-            self._tasks[command.token] = future
         else:
             fn, args = self._sync_call(command)
             future = self._pool().submit(fn, *args)
+        self._track(command, future)
         self._futures.add(future)
         future.add_done_callback(lambda f: self._done.put((command, f)))
 
@@ -552,7 +566,7 @@ class AsyncDriver(_Driver):
                 remove()
             if self._timer is not None:
                 self._timer.cancel()
-            leftover = [t for t in self._tasks.values() if not t.done()]
+            leftover = [f for a, f in self._tasks.values() if a and not f.done()]
             for task in leftover:  # after an internal error: leave nothing behind
                 task.cancel()
             if leftover:
@@ -604,10 +618,12 @@ class AsyncDriver(_Driver):
             future: asyncio.Future[Any] = self._loop.create_task(
                 self._coroutine(command)
             )
-            self._tasks[command.token] = future
+            self._track(command, future)
         else:
             fn, args = self._sync_call(command)
-            future = self._loop.run_in_executor(self._pool(), fn, *args)
+            submitted = self._pool().submit(fn, *args)
+            self._track(command, submitted)  # the pool's own future, to stop it
+            future = asyncio.wrap_future(submitted)
         self._futures.add(future)
         future.add_done_callback(functools.partial(self._on_done, command))
 

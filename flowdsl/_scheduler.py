@@ -88,7 +88,11 @@ class RunFallback(NamedTuple):
 
 
 class CancelTasks(NamedTuple):
-    """Command: cancel the async commands with these tokens."""
+    """Command: stop the commands with these tokens, where possible.
+
+    Async commands are cancelled; a sync command is stopped only when its
+    executor can stop one call (flowdsl's process pool can, threads cannot).
+    """
 
     tokens: tuple[int, ...]
     inline: bool = True
@@ -115,7 +119,7 @@ class Failure:
         self.exception = exception
 
 
-def _runs_async(command: Work) -> bool:
+def runs_async(command: Work) -> bool:
     """Whether the faces run this command as a task on the event loop."""
     if isinstance(command, RunFallback):
         return command.node.fallback_async
@@ -255,9 +259,8 @@ class Scheduler:
             if due <= now:
                 del self._deadlines[token]
                 command = self._live.pop(token)
-                if _runs_async(command):
-                    cancel.append(token)
-                else:
+                cancel.append(token)  # the faces stop it if they can
+                if not runs_async(command):
                     # A thread cannot be stopped: whatever it returns later is
                     # ignored. Its executor slot stays taken until it does, so
                     # nothing queues behind it, but the run need not wait.
@@ -285,7 +288,7 @@ class Scheduler:
         self._drop_retries()
         self._fallbacks.clear()
         self._timers.clear()
-        tokens = tuple(t for t, c in self._live.items() if _runs_async(c))
+        tokens = tuple(t for t, c in self._live.items() if runs_async(c))
         return [CancelTasks(tokens)] if tokens else []
 
     def resume_from(self, state: Mapping[str, Any], events: Mapping[str, Any]) -> None:
@@ -885,7 +888,7 @@ class Scheduler:
         return self._token
 
     def _command_finished(self, command: Work) -> None:
-        if _runs_async(command):
+        if runs_async(command):
             self._async_units -= 1
         elif not command.inline:
             self._sync_units -= 1

@@ -6,15 +6,28 @@ own pools. Async nodes always run as tasks on an event loop.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import multiprocessing
+import multiprocessing.connection
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Literal, Union
+import threading
+import time
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Callable, Literal, Union
 
 import attrs
 
 from .exceptions import DefinitionError
 
-__all__ = ["ExecutorChoice", "ExecutorSpec", "default_workers", "resolve_executor"]
+__all__ = [
+    "ExecutorChoice",
+    "ExecutorSpec",
+    "ProcessPool",
+    "default_workers",
+    "resolve_executor",
+]
 
 #: What `run(executor=...)` accepts.
 ExecutorSpec = Union[Literal["inline", "threads", "processes"], Executor, None]
@@ -48,7 +61,7 @@ class ExecutorChoice:
         if self.kind == "threads":
             return ThreadPoolExecutor(self.slots, thread_name_prefix="flowdsl")
         if self.kind == "processes":
-            return ProcessPoolExecutor(self.slots)
+            return ProcessPool(self.slots)
         return None
 
 
@@ -73,3 +86,184 @@ def resolve_executor(spec: object) -> ExecutorChoice:
         f"executor must be 'inline', 'threads', 'processes' or a "
         f"concurrent.futures.Executor, got {spec!r}."
     )
+
+
+def _worker(conn: Any) -> None:  # pragma: no cover - runs in the child process
+    """A worker process: run each call it receives, send back the outcome."""
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        fn, args = task
+        try:
+            outcome: tuple[str, Any] = ("ok", fn(*args))
+        except BaseException as exc:
+            outcome = ("err", exc)
+        try:
+            conn.send(outcome)
+        except Exception as exc:  # an unpicklable result or error
+            conn.send(("err", RuntimeError(f"cannot send the outcome back: {exc!r}")))
+
+
+class ProcessPool(Executor):
+    """A process pool whose running calls can be stopped one by one.
+
+    `concurrent.futures.ProcessPoolExecutor` cannot stop a call that is
+    running; this pool can: `terminate(future)` kills the worker process
+    running it and starts a fresh one. flowdsl uses it for
+    `executor="processes"`, so a timed-out attempt really stops.
+
+    Args:
+        max_workers: Worker processes; the number of CPUs by default.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._max_workers = max_workers or os.cpu_count() or 1
+        self._context = multiprocessing.get_context()
+        self._lock = threading.Lock()
+        self._idle: list[tuple[Any, Any]] = []  # (process, connection)
+        self._busy: dict[Any, tuple[Any, Any, Future[Any]]] = {}  # conn -> ...
+        self._pending: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._pending = deque()
+        self._shutdown = False
+        self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
+        self._started = 0
+        self._collector = threading.Thread(
+            target=self._collect, name="flowdsl-process-pool", daemon=True
+        )
+        self._collector.start()
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        """Run `fn(*args)` in a worker process."""
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot submit to a pool that was shut down")
+            self._pending.append((future, fn, args))
+            self._dispatch()
+        return future
+
+    def terminate(self, future: Future[Any]) -> bool:
+        """Kill the worker running `future`, fail the future, start a new worker.
+
+        Returns:
+            Whether a running call was stopped.
+        """
+        with self._lock:
+            found = next(
+                ((c, p) for c, (p, _, f) in self._busy.items() if f is future), None
+            )
+            if found is None:
+                return False
+            conn, process = found
+            del self._busy[conn]
+        process.kill()
+        process.join()
+        conn.close()
+        future.set_exception(TimeoutError("the worker process was terminated"))
+        with self._lock:
+            self._started -= 1
+            self._dispatch()
+        self._wake_w.send(None)
+        return True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the workers; running calls finish first when `wait` is true."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures or not wait:
+                for future, _, _ in self._pending:
+                    future.cancel()
+                self._pending.clear()
+        if wait:
+            while True:
+                with self._lock:
+                    if not self._busy and not self._pending:
+                        break
+                time.sleep(0.005)
+        with self._lock:
+            workers = list(self._idle) + [(p, c) for c, (p, _, _) in self._busy.items()]
+            self._idle.clear()
+        for process, conn in workers:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            process.join(0.5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
+        self._wake_w.send(None)
+        self._collector.join()
+
+    def _dispatch(self) -> None:
+        """Hand pending calls to idle workers, starting workers as needed."""
+        while self._pending:
+            if not self._idle and self._started < self._max_workers:
+                parent, child = self._context.Pipe()
+                process = self._context.Process(
+                    target=_worker, args=(child,), daemon=True
+                )
+                process.start()
+                child.close()
+                self._idle.append((process, parent))
+                self._started += 1
+            if not self._idle:
+                return
+            future, fn, args = self._pending.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            process, conn = self._idle.pop()
+            try:
+                conn.send((fn, args))
+            except Exception as exc:  # the call cannot be pickled
+                self._idle.append((process, conn))
+                future.set_exception(exc)
+                continue
+            self._busy[conn] = (process, conn, future)
+        if self._busy:
+            self._wake_w.send(None)
+
+    def _collect(self) -> None:
+        """Read outcomes from busy workers (a thread of its own)."""
+        while True:
+            with self._lock:
+                conns = list(self._busy)
+                done = self._shutdown and not self._busy
+            if done:
+                return
+            ready = multiprocessing.connection.wait([*conns, self._wake_r], timeout=0.5)
+            for conn in ready:
+                if conn is self._wake_r:
+                    with contextlib.suppress(EOFError, OSError):
+                        while self._wake_r.poll():
+                            self._wake_r.recv()
+                    continue
+                with self._lock:
+                    entry = self._busy.pop(conn, None)
+                if entry is None:
+                    continue  # terminated meanwhile
+                process, connection, future = entry
+                value: Any
+                try:
+                    kind, value = connection.recv()
+                except (EOFError, OSError):
+                    kind, value = "err", RuntimeError("a worker process died")
+                    process.join()
+                    with self._lock:
+                        self._started -= 1
+                else:
+                    with self._lock:
+                        self._idle.append((process, connection))
+                if kind == "ok":
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+                with self._lock:
+                    self._dispatch()

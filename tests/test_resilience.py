@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,8 +220,30 @@ class TestRetries:
             fd.node(**{option: value})(target)
 
 
+@fd.node(timeout=0.2)
+def sleepy_in_a_process(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(10)
+
+
 class TestTimeouts:
     """Each attempt has its deadline; the scheduler owns it."""
+
+    def test_process_attempt_is_preempted(self, runner: Runner, tmp_path: Path) -> None:
+        marker = tmp_path / "pid"
+        started = time.perf_counter()
+        with pytest.raises(fd.FlowFailed) as info:
+            runner.run(
+                fd.Flow("preempt", [sleepy_in_a_process]),
+                {"marker": str(marker)},
+                executor="processes",
+            )
+        elapsed = time.perf_counter() - started
+        assert isinstance(info.value.__cause__, fd.NodeTimeout)
+        assert elapsed < 0.2 + 0.3 + 0.3  # plus starting the worker process
+        pid = int(marker.read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the worker was terminated, not left running
 
     def test_async_attempt_is_cancelled_at_its_deadline(self, runner: Runner) -> None:
         cancelled = threading.Event()
