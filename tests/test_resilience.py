@@ -390,12 +390,16 @@ class TestCancellation:
         def first() -> int:
             return 1
 
+        stopped_after: list[float] = []
+
         @fd.node
         def cooperative(first: int, ctx: fd.Context) -> str:
             token.cancel()
-            deadline = time.monotonic() + 5
+            asked = time.monotonic()
+            deadline = asked + 5
             while not ctx.cancelled and time.monotonic() < deadline:
                 time.sleep(0.005)
+            stopped_after.append(time.monotonic() - asked)
             return "stopped early"
 
         @fd.node
@@ -422,6 +426,8 @@ class TestCancellation:
         assert "cancelled" == result.node_status["waiting"]
         assert "not_run" == result.node_status["later"]
         assert len(retried) <= 2  # no retry started after the cancel
+        assert stopped_after[0] < 0.25  # a cooperative node stops promptly
+        assert "stopped early" == result["cooperative"]  # and its value is kept
         assert threads_before == threading.active_count()
 
     def test_a_lone_node_sees_the_cancel_at_once(self, runner: Runner) -> None:
