@@ -396,8 +396,7 @@ class Scheduler:
                 "exhausted": run.exhausted,
             }
             self._emit("batch_progress", n.id, None, data)
-        if run.settled and not run.failed:
-            self._finish_batch(run, now)
+        self._settle_batch(run, now)
         return self._pump(now)
 
     def fallback_done(
@@ -421,8 +420,7 @@ class Scheduler:
                 run.done += 1
                 run.results[command.item_index] = value
                 self._rescued.setdefault(f"{n.id}[{command.item_index}]", error)
-                if run.settled and not run.failed:
-                    self._finish_batch(run, now)
+                self._settle_batch(run, now)
         return self._pump(now)
 
     def fallback_failed(
@@ -749,8 +747,7 @@ class Scheduler:
                 index = command.start + offset
                 exc = NodeTimeout(n.id, timeout, index)
                 self._attempt_failed(n, index, item, exc, command.attempt, now)
-            if run.settled and not run.failed:
-                self._finish_batch(run, now)
+            self._settle_batch(run, now)
         elif isinstance(command, RunNode):
             self._items -= 1
             exc = NodeTimeout(n.id, timeout)
@@ -769,8 +766,7 @@ class Scheduler:
             run = self._batches[command.node.id]
             run.in_flight -= 1
             self._item_failed(run, command.item_index, exc, command.attempts, now)
-            if run.settled and not run.failed:
-                self._finish_batch(run, now)
+            self._settle_batch(run, now)
 
     def _attempt_failed(
         self,
@@ -861,6 +857,11 @@ class Scheduler:
         elif not run.failed:
             run.failed = True
             self._fail(run.node.id, index, exc, now, attempts)
+
+    def _settle_batch(self, run: _BatchRun, now: float) -> None:
+        """Gather the batch if every item is accounted for (and none failed it)."""
+        if run.settled and not run.failed:
+            self._finish_batch(run, now)
 
     def _finish_batch(self, run: _BatchRun, now: float) -> None:
         node_id = run.node.id
