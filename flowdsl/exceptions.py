@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from ._result import RunResult
@@ -61,6 +61,9 @@ class BlueprintError(DefinitionError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"flow {flow_id!r} has {count} {noun}:\n{lines}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.flow_id, self.problems))
+
 
 class MissingInputError(DefinitionError):
     """`run()` was called without a flow input that some node requires.
@@ -87,6 +90,9 @@ class MissingInputError(DefinitionError):
             "parameters a default."
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.flow_id, self.missing))
+
 
 class BatchInputError(FlowdslError, TypeError):
     """A batch's input value cannot be scattered (not an iterable of items)."""
@@ -105,6 +111,9 @@ class FlowFailed(FlowdslError):
     def __init__(self, message: str, result: RunResult) -> None:
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.result))
 
 
 class FlowWarning(UserWarning):
@@ -126,6 +135,9 @@ class LoopLimitExceeded(FlowdslError):
             f"loop {loop_id!r} still wanted to repeat after {max_iterations} "
             "iterations; raise max_iterations= or check its while_ condition."
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.loop_id, self.max_iterations))
 
 
 class FlowCancelled(FlowFailed):
@@ -152,3 +164,6 @@ class NodeTimeout(FlowdslError, TimeoutError):
             f"{where} took longer than its timeout of {timeout:g} s; raise "
             "timeout= or make the attempt faster."
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node_id, self.timeout, self.item_index))

@@ -11,6 +11,8 @@ import functools
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
+import signal
 import threading
 import time
 from collections import deque
@@ -88,24 +90,40 @@ def resolve_executor(spec: object) -> ExecutorChoice:
     )
 
 
-def _worker(conn: Any) -> None:  # pragma: no cover - runs in the child process
-    """A worker process: run each call it receives, send back the outcome."""
+def _worker(conn: Any, parent_pid: int) -> None:  # pragma: no cover - a child
+    """A worker process: run each call it receives, send back the outcome.
+
+    It ignores Ctrl-C (the parent decides what a Ctrl-C means) and exits when
+    its parent is gone, even if a pipe end stays open somewhere.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
-            task = conn.recv()
+            while not conn.poll(0.5):
+                if os.getppid() != parent_pid:
+                    return
+            task = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        if task is None:
+        if not task:
             return
-        fn, args = task
         try:
+            fn, args = pickle.loads(task)
             outcome: tuple[str, Any] = ("ok", fn(*args))
         except BaseException as exc:
             outcome = ("err", exc)
         try:
-            conn.send(outcome)
-        except Exception as exc:  # an unpicklable result or error
-            conn.send(("err", RuntimeError(f"cannot send the outcome back: {exc!r}")))
+            data = pickle.dumps(outcome)
+            pickle.loads(data)  # the parent must be able to read it, too
+        except Exception as exc:  # an outcome that cannot make the trip
+            problem = RuntimeError(
+                f"the outcome cannot be sent back: {exc!r}; it was {outcome[1]!r}"
+            )
+            data = pickle.dumps(("err", problem))
+        try:
+            conn.send_bytes(data)
+        except OSError:
+            return
 
 
 class ProcessPool(Executor):
@@ -191,10 +209,12 @@ class ProcessPool(Executor):
         with self._lock:
             workers = list(self._idle) + [(p, c) for c, (p, _, _) in self._busy.items()]
             self._idle.clear()
-        for process, conn in workers:
+        for _, conn in workers:
             with contextlib.suppress(OSError):
-                conn.send(None)
-            process.join(0.5)
+                conn.send_bytes(b"")  # asks the worker to exit
+        deadline = time.monotonic() + (0.5 if wait else 0.0)
+        for process, conn in workers:
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()
@@ -208,7 +228,7 @@ class ProcessPool(Executor):
             if not self._idle and self._started < self._max_workers:
                 parent, child = self._context.Pipe()
                 process = self._context.Process(
-                    target=_worker, args=(child,), daemon=True
+                    target=_worker, args=(child, os.getpid()), daemon=True
                 )
                 process.start()
                 child.close()
@@ -216,16 +236,27 @@ class ProcessPool(Executor):
                 self._started += 1
             if not self._idle:
                 return
-            future, fn, args = self._pending.popleft()
-            if not future.set_running_or_notify_cancel():
+            future, fn, args = self._pending[0]
+            try:
+                task = pickle.dumps((fn, args))
+            except Exception as exc:  # the call cannot be pickled
+                self._pending.popleft()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
                 continue
             process, conn = self._idle.pop()
             try:
-                conn.send((fn, args))
-            except Exception as exc:  # the call cannot be pickled
-                self._idle.append((process, conn))
-                future.set_exception(exc)
+                conn.send_bytes(task)
+            except OSError:  # the worker died while idle: replace it, try again
+                conn.close()
+                process.join(0)
+                self._started -= 1
                 continue
+            self._pending.popleft()
+            if not future.set_running_or_notify_cancel():
+                # Cancelled meanwhile: the worker still runs it; ignore the result.
+                future = Future()
+                future.set_running_or_notify_cancel()
             self._busy[conn] = (process, conn, future)
         if self._busy:
             self._wake_w.send(None)
@@ -238,7 +269,12 @@ class ProcessPool(Executor):
                 done = self._shutdown and not self._busy
             if done:
                 return
-            ready = multiprocessing.connection.wait([*conns, self._wake_r], timeout=0.5)
+            try:
+                ready = multiprocessing.connection.wait(
+                    [*conns, self._wake_r], timeout=0.5
+                )
+            except (OSError, ValueError):  # a connection closed by terminate()
+                continue
             for conn in ready:
                 if conn is self._wake_r:
                     with contextlib.suppress(EOFError, OSError):
@@ -252,7 +288,7 @@ class ProcessPool(Executor):
                 process, connection, future = entry
                 value: Any
                 try:
-                    kind, value = connection.recv()
+                    kind, value = pickle.loads(connection.recv_bytes())
                 except (EOFError, OSError):
                     kind, value = "err", RuntimeError("a worker process died")
                     process.join()

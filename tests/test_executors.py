@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
+import signal
+import threading
 import time
 
 import pytest
 
+import flowdsl as fd
 from flowdsl.executors import ProcessPool, resolve_executor
 
 
@@ -16,6 +20,10 @@ def square(x: int) -> int:
 
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+def make_lock() -> threading.Lock:
+    return threading.Lock()
 
 
 def nap(seconds: float) -> int:
@@ -39,6 +47,7 @@ class TestProcessPool:
     def test_terminate_stops_one_call_and_the_pool_goes_on(self) -> None:
         pool = ProcessPool(1)
         try:
+            first_worker = pool.submit(os.getpid).result(10)
             stuck = pool.submit(nap, 10)
             time.sleep(0.2)  # let it start
             started = time.perf_counter()
@@ -46,10 +55,42 @@ class TestProcessPool:
             with pytest.raises(TimeoutError):
                 stuck.result(1)
             assert time.perf_counter() - started < 1
-            assert os.getpid() != pool.submit(nap, 0).result(10)  # a new worker
+            with pytest.raises(ProcessLookupError):
+                os.kill(first_worker, 0)  # that worker is gone...
+            assert first_worker != pool.submit(nap, 0).result(10)  # ...replaced
             assert not pool.terminate(stuck)  # nothing left to stop
         finally:
             pool.shutdown()
+
+    def test_a_worker_that_died_idle_is_replaced(self) -> None:
+        pool = ProcessPool(1)
+        try:
+            worker = pool.submit(os.getpid).result(10)
+            os.kill(worker, signal.SIGKILL)
+            time.sleep(0.1)
+            assert 4 == pool.submit(abs, -4).result(10)
+        finally:
+            pool.shutdown()
+
+    def test_outcomes_that_cannot_travel_fail_cleanly(self) -> None:
+        pool = ProcessPool(1)
+        try:
+            with pytest.raises(RuntimeError, match="cannot be sent back"):
+                pool.submit(make_lock).result(10)
+            with pytest.raises(Exception, match="pickle"):
+                pool.submit(square, lambda: 1).result(10)
+            assert 9 == pool.submit(square, 3).result(10)  # the pool goes on
+        finally:
+            pool.shutdown()
+
+    def test_flowdsl_errors_survive_the_trip(self) -> None:
+        for error in [
+            fd.BlueprintError("f", ["a problem"]),
+            fd.MissingInputError("f", {"x": ("node",)}),
+            fd.NodeTimeout("n", 0.2, 3),
+            fd.LoopLimitExceeded("loop", 5),
+        ]:
+            assert str(error) == str(pickle.loads(pickle.dumps(error)))
 
     def test_calls_queue_beyond_the_workers(self) -> None:
         pool = ProcessPool(2)
