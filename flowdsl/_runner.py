@@ -269,6 +269,8 @@ class _Driver:
     def _start(self) -> None:
         if self._emit is not None:
             self._emit("run_start", data={"flow_id": self.scheduler.plan.flow_id})
+        if self.state.cancelled.is_set():  # a token cancelled before the run
+            self._cancel()
         self._dispatch(self.scheduler.start(time.perf_counter(), time.time()))
 
     def _tick(self) -> None:
@@ -280,6 +282,15 @@ class _Driver:
             self._cancel_deadline = time.perf_counter() + GRACE_PERIOD
             self.state.cancelled.set()
             self._dispatch(self.scheduler.cancel(time.perf_counter()))
+
+    def _grace_expired(self) -> None:
+        """Sync work still running after a cancel's grace: stop what can be."""
+        terminate = getattr(self._executor, "terminate", None)
+        if terminate is None:
+            return  # threads: left to finish on their own
+        for is_async, future in list(self._tasks.values()):
+            if not is_async:
+                terminate(future)
 
     def _result(self) -> RunResult:
         duration = time.perf_counter() - self._started
@@ -362,7 +373,10 @@ class SyncDriver(_Driver):
 
     def _wait(self) -> None:
         """Act on outcomes until the run is over (or a cancel's grace ends)."""
-        while not self.scheduler.finished and not self._grace_over():
+        while not self.scheduler.finished:
+            if self._grace_over():
+                self._grace_expired()
+                return
             if (
                 self._cancel_deadline is not None
                 and not self._futures
@@ -454,6 +468,7 @@ class AsyncDriver(_Driver):
         self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
         remove = None
         if self._token is not None:
 
@@ -476,6 +491,8 @@ class AsyncDriver(_Driver):
                 remove()
             if self._timer is not None:
                 self._timer.cancel()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
             leftover = [f for a, f in self._tasks.values() if a and not f.done()]
             for task in leftover:  # after an internal error: leave nothing behind
                 task.cancel()
@@ -489,6 +506,17 @@ class AsyncDriver(_Driver):
         remaining = max(0.0, deadline - time.perf_counter())
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(self._finished), remaining)
+
+    def _cancel(self) -> None:
+        first = self._cancel_deadline is None
+        super()._cancel()
+        if first:  # after the grace period, the run ends whatever still runs
+            self._grace_timer = self._loop.call_later(GRACE_PERIOD, self._end_of_grace)
+
+    def _end_of_grace(self) -> None:
+        if not self._finished.done():
+            self._grace_expired()
+            self._finished.set_result(None)
 
     def _after_dispatch(self) -> None:
         """Finish, or keep a timer armed for the scheduler's next wakeup."""

@@ -236,6 +236,7 @@ class Scheduler:
         self._abandoned: set[int] = set()  # timed-out sync commands still running
         self._ancestor_cache: dict[str, set[str]] = {}
         self._skips = 0  # nodes skipped so far
+        self._begun = False  # start() was called
 
     # -- events ---------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class Scheduler:
             now: The faces' clock (any monotonic clock, in seconds).
             wall: The Unix time at `now`, for durable sleeps.
         """
+        self._begun = True
         if wall is not None:
             self._wall_offset = wall - now
         self._undecided.extend(
@@ -288,12 +290,13 @@ class Scheduler:
             A command cancelling every async command in flight; sync ones
             finish (they see `ctx.cancelled`), and what they return is kept.
         """
-        if self._cancelled or self.finished:
+        if self._cancelled or (self._begun and self.finished):
             return []
         self._cancelled = self._halted = True
         self._drop_retries()
         self._fallbacks.clear()
         self._timers.clear()
+        self._deadlines.clear()  # what still runs is cancelled, not timed out
         tokens = tuple(t for t, c in self._live.items() if runs_async(c))
         return [CancelTasks(tokens)] if tokens else []
 
@@ -760,6 +763,10 @@ class Scheduler:
         self, command: RunFallback, exc: BaseException, now: float
     ) -> None:
         """A fallback failed: the node (or item) fails with its error."""
+        if self._cancelled and not isinstance(exc, Exception):
+            if command.item_index is None:
+                self._status[command.node.id] = "cancelled"
+            return
         if command.item_index is None:
             self._fail(command.node.id, None, exc, now, command.attempts)
         else:
