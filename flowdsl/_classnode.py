@@ -89,7 +89,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
 
         async def run(**kwargs: Any) -> Any:
             ctx: Context = kwargs.pop(_CONTEXT)
-            key = (ctx.run_id, ctx.item_index)
+            key = _key(ctx, prepared)
             phase = "prep"
             try:
                 if has_prep and key not in prepared:
@@ -113,7 +113,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
 
         def run_sync(**kwargs: Any) -> Any:
             ctx: Context = kwargs.pop(_CONTEXT)
-            key = (ctx.run_id, ctx.item_index)
+            key = _key(ctx, prepared)
             phase = "prep"
             try:
                 if has_prep and key not in prepared:
@@ -147,13 +147,17 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     engine.__annotations__ = annotations
     engine.__name__ = engine.__qualname__ = _snake(type(obj).__name__)
     engine.__module__ = type(obj).__module__
-    fallback = None
+    fallback: Any = None
     if _overrides(obj, "fallback"):
-
-        def fallback(error: BaseException) -> Any:
-            return obj.fallback(error)
-
+        fallback = obj.fallback  # a bound method: sync or async, as written
     return engine, fallback
+
+
+def _key(ctx: Context, prepared: dict[tuple[str, int | None], Any]) -> Any:
+    """The prepared value's key; values of earlier runs are let go."""
+    if prepared and next(iter(prepared))[0] != ctx.run_id:
+        prepared.clear()
+    return (ctx.run_id, ctx.item_index)
 
 
 def _snake(name: str) -> str:

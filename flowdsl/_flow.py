@@ -492,10 +492,14 @@ def _check_picklable(plan: Plan) -> None:
     """Sync nodes sent to a process must not need a `Context` (it holds a lock)."""
     for n in plan.nodes.values():
         if n.context_params and not n.is_async:
+            what = (
+                "is a class node, which keeps its state in this process"
+                if n.context_params == ("flowdsl_context",)
+                else f"takes an fd.Context in parameter {n.context_params[0]!r}"
+            )
             raise DefinitionError(
-                f"node {n.id!r}: parameter {n.context_params[0]!r} takes an "
-                "fd.Context, which cannot be sent to another process; use "
-                "executor='threads' for this flow, or drop the parameter."
+                f"node {n.id!r} {what} and cannot run in another process; use "
+                "executor='threads' for this flow."
             )
 
 

@@ -69,9 +69,16 @@ def split_middleware(
     async_: list[AsyncLayer] = []
     for entry in middleware or ():
         if isinstance(entry, Middleware):
+            if inspect.iscoroutinefunction(entry.wrap):
+                raise DefinitionError(
+                    f"middleware {entry!r}: wrap() wraps sync calls and must be a "
+                    "plain def; put async code in awrap()."
+                )
             sync.append(entry.wrap)
             async_.append(entry.awrap)
-        elif inspect.iscoroutinefunction(entry):
+        elif inspect.iscoroutinefunction(entry) or inspect.iscoroutinefunction(
+            inspect.getattr_static(entry, "__call__", None)
+        ):
             async_.append(entry)
         elif callable(entry):
             sync.append(entry)

@@ -555,9 +555,16 @@ class _BatchDecorator:
     def __call__(self, fn: Callable[Concatenate[T, P], R], /) -> BatchNode[T, P, R]: ...
 
     def __call__(self, fn: Callable[..., Any], /) -> Any:
+        from ._classnode import NodeClass
+
         if isinstance(fn, BaseNode):
             raise DefinitionError(
                 f"{fn!r} is already a node; a batch worker must be a plain function."
+            )
+        if isinstance(fn, NodeClass):
+            raise DefinitionError(
+                f"{type(fn).__name__!r} is a class node, which cannot be a batch "
+                "worker; write the worker as a function that calls it."
             )
         cls = AsyncBatchNode if _is_async(fn) else BatchNode
         return cls(fn, localns=_caller_locals(), **self._options)

@@ -43,22 +43,35 @@ class _PlainProgress:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._drawn: dict[str, float] = {}
+        self._line = ""  # the batch whose line the cursor is on
+        self._width = 0
 
     def __call__(self, event: Event) -> None:
-        if event.kind == "batch_progress" and event.node_id is not None:
+        name = event.node_id
+        if name is None:
+            return
+        if event.kind == "batch_progress":
             now = time.monotonic()
-            if now - self._drawn.get(event.node_id, 0.0) >= _PLAIN_INTERVAL:
-                self._drawn[event.node_id] = now
-                self._draw(event.node_id, event.data, end="")
-        elif event.kind == "node_finish" and event.node_id in self._drawn:
-            self._stream.write(f"\r{event.node_id}: done\n")
-            self._stream.flush()
-            del self._drawn[event.node_id]
+            if now - self._drawn.get(name, 0.0) >= _PLAIN_INTERVAL:
+                self._drawn[name] = now
+                data = event.data
+                total = f"/{data['pulled']}" if data["exhausted"] else ""
+                self._write(name, f"{name}: {data['done']}{total} items")
+        elif name in self._drawn and (
+            event.kind == "node_finish"
+            or (event.kind == "node_error" and event.item_index is None)
+        ):
+            outcome = "done" if event.kind == "node_finish" else "failed"
+            self._write(name, f"{name}: {outcome}", end="\n")
+            del self._drawn[name]
 
-    def _draw(self, name: str, data: Any, end: str) -> None:
-        total = f"/{data['pulled']}" if data["exhausted"] else ""
-        self._stream.write(f"\r{name}: {data['done']}{total} items{end}")
+    def _write(self, name: str, text: str, end: str = "") -> None:
+        if self._line and self._line != name:
+            self._stream.write("\n")  # another batch's line stays as it was
+            self._width = 0
+        self._stream.write("\r" + text.ljust(self._width) + end)
         self._stream.flush()
+        self._line, self._width = ("", 0) if end else (name, len(text))
 
 
 class _RichProgress:

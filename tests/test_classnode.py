@@ -118,3 +118,35 @@ class TestLifecycle:
 
         with pytest.raises(fd.BlueprintError, match="'length' returns int"):
             fd.Flow("typed", [Length(), shout])
+
+
+class TestEdges:
+    """Class nodes in odd places fail clearly or work as written."""
+
+    def test_an_async_fallback_method_is_awaited(self, runner: Runner) -> None:
+        class Flaky(fd.NodeClass):
+            def exec(self, x: int) -> int:
+                raise ConnectionError("down")
+
+            async def fallback(self, error: BaseException) -> int:
+                await asyncio.sleep(0)
+                return 7
+
+        result = runner.run(fd.Flow("afb", [Flaky()]), {"x": 1})
+        assert 7 == result["flaky"]
+
+    def test_a_class_node_cannot_be_a_batch_worker(self) -> None:
+        class Worker(fd.NodeClass):
+            def exec(self, item: int) -> int:
+                return item
+
+        with pytest.raises(fd.DefinitionError, match="cannot be a batch worker"):
+            fd.batch(input="items")(Worker())  # type: ignore[arg-type]
+
+    def test_class_nodes_stay_out_of_processes(self, runner: Runner) -> None:
+        class Local(fd.NodeClass):
+            def exec(self, x: int) -> int:
+                return x
+
+        with pytest.raises(fd.DefinitionError, match="is a class node"):
+            runner.run(fd.Flow("proc", [Local()]), {"x": 1}, executor="processes")
