@@ -409,7 +409,8 @@ class TestCancellation:
         threads_before = threading.active_count()
 
         @fd.node
-        def first() -> int:
+        def first(ctx: fd.Context) -> int:
+            ctx.set("progress", "first done")
             return 1
 
         stopped_after: list[float] = []
@@ -449,6 +450,8 @@ class TestCancellation:
         assert "not_run" == result.node_status["later"]
         assert len(retried) <= 2  # no retry started after the cancel
         assert stopped_after[0] < 0.25  # a cooperative node stops promptly
+        # Flowcraft hands back an empty context on cancel; flowdsl keeps it.
+        assert {"progress": "first done"} == dict(result.state["context"])
         assert "stopped early" == result["cooperative"]  # and its value is kept
         assert threads_back_to(threads_before)
 
