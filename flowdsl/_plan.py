@@ -89,7 +89,6 @@ class Plan:
         producer_of: Published key to the id of the node publishing it.
         required_inputs: Each required flow input to the ids of its consumers.
         optional_inputs: Each flow input with a default to its consumers.
-        has_async: Whether any node is async (the sync face then needs a loop).
         input_types: Each flow input to `(node id, annotation)` per consumer.
         open_inputs: Whether inputs no node declares are accepted (a callable
             condition may read any input, so flowdsl cannot list them).
@@ -100,6 +99,5 @@ class Plan:
     producer_of: Mapping[str, str]
     required_inputs: Mapping[str, tuple[str, ...]]
     optional_inputs: Mapping[str, tuple[str, ...]]
-    has_async: bool
     input_types: Mapping[str, tuple[tuple[str, Any], ...]]
     open_inputs: bool = False

@@ -740,6 +740,7 @@ class Scheduler:
         return True
 
     def _timed_out(self, command: Work, now: float) -> None:
+        """An attempt passed its deadline (fallbacks have none)."""
         n = command.node
         timeout = n.policy.timeout or 0.0
         if isinstance(command, RunItems):
@@ -755,9 +756,6 @@ class Scheduler:
             self._items -= 1
             exc = NodeTimeout(n.id, timeout)
             self._attempt_failed(n, None, None, exc, command.attempt, now)
-        else:  # a fallback past the node's deadline
-            self._items -= 1
-            self._fallback_lost(command, NodeTimeout(n.id, timeout), now)
 
     def _fallback_lost(
         self, command: RunFallback, exc: BaseException, now: float

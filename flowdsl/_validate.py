@@ -402,7 +402,6 @@ def _build_plan(
         producer_of=producer_of,
         required_inputs={k: tuple(v) for k, v in required.items()},
         optional_inputs={k: tuple(v) for k, v in optional.items()},
-        has_async=any(p.is_async for p in plan_nodes.values()),
         input_types={k: tuple(v) for k, v in input_types.items()},
         open_inputs=any(
             callable(n.options.when) and not hasattr(n.options.when, "names")
