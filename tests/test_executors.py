@@ -77,7 +77,8 @@ class TestProcessPool:
         try:
             with pytest.raises(RuntimeError, match="cannot be sent back"):
                 pool.submit(make_lock).result(10)
-            with pytest.raises(Exception, match="pickle"):
+            # The wording differs between Pythons; the kind of error does not.
+            with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
                 pool.submit(square, lambda: 1).result(10)
             assert 9 == pool.submit(square, 3).result(10)  # the pool goes on
         finally:
