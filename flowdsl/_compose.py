@@ -72,6 +72,18 @@ def _resolve(child: Any, where: str) -> Flow:
     return found
 
 
+async def _run_child(child: Flow, inputs: Mapping[str, Any], node_id: str) -> RunResult:
+    """Run a child flow; a run that did not complete fails the subflow node."""
+    result = await child.arun(inputs, check=False)
+    if result.status != "completed":
+        raise FlowFailed(
+            f"subflow {node_id!r} (flow {child.id!r}) did not complete: its "
+            f"status is {result.status!r}.",
+            result,
+        )
+    return result
+
+
 def _terminals(flow: Flow) -> list[str]:
     return [n.id for n in flow._plan.nodes.values() if not n.dependents]
 
@@ -187,13 +199,7 @@ class SubflowNode(BaseNode):
 
     def _engine_function(self) -> Callable[..., Any]:
         async def run_child(**inputs: Any) -> ChildRun:
-            result = await self.child.arun(inputs, check=False)
-            if result.status != "completed":
-                raise FlowFailed(
-                    f"subflow {self.id!r} (flow {self.child.id!r}) did not "
-                    f"complete: its status is {result.status!r}.",
-                    result,
-                )
+            result = await _run_child(self.child, inputs, self.id)
             return ChildRun(result, select_output(result, self.output, self.terminals))
 
         return run_child
@@ -244,13 +250,7 @@ class SubflowBatchNode(_BatchBase):
         child_output, terminals = self.child_output, self.terminals
 
         async def run_item(item_value: Any, **inputs: Any) -> Any:
-            result = await child.arun({item: item_value, **inputs}, check=False)
-            if result.status != "completed":
-                raise FlowFailed(
-                    f"subflow {name!r} (flow {child.id!r}) did not complete for "
-                    f"an item: its status is {result.status!r}.",
-                    result,
-                )
+            result = await _run_child(child, {item: item_value, **inputs}, name)
             return select_output(result, child_output, terminals)
 
         run_item.__signature__ = signature  # type: ignore[attr-defined]

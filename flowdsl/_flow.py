@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 from typing import (
     TYPE_CHECKING,
@@ -26,7 +25,7 @@ from ._plan import Plan
 from ._result import RunResult
 from ._runner import AsyncDriver, SyncDriver
 from ._typecheck import describe, value_matches
-from ._validate import compile_flow
+from ._validate import close_match, compile_flow
 from .exceptions import (
     DefinitionError,
     FlowCancelled,
@@ -366,8 +365,8 @@ class Flow:
         }
         for name in events or {}:
             if name not in known:
-                close = difflib.get_close_matches(str(name), sorted(known), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                close = close_match(str(name), known)
+                hint = f" Did you mean {close!r}?" if close else ""
                 listed = ", ".join(map(repr, sorted(known))) or "none"
                 raise DefinitionError(
                     f"{where}: no wait_for node waits for event {name!r}; the "
@@ -405,9 +404,9 @@ class Flow:
         if unknown and not plan.open_inputs:
             hints = []
             for name in unknown:
-                close = difflib.get_close_matches(name, sorted(known), n=1)
+                close = close_match(name, known)
                 if close:
-                    hints.append(f"{name!r} (did you mean {close[0]!r}?)")
+                    hints.append(f"{name!r} (did you mean {close!r}?)")
                 elif name in plan.producer_of:
                     hints.append(f"{name!r} (a node's output, not an input)")
                 else:

@@ -108,7 +108,6 @@ class _Driver:
         self._executor: Executor | None = executor.given
         self._owned_executor: Executor | None = None
         self._tasks: dict[int, tuple[bool, Any]] = {}  # token -> (async?, future)
-        self._futures: set[Any] = set()  # every future whose outcome is due
         self._started = time.perf_counter()
         self._cancel_deadline: float | None = None
         self._inline: RunNode | RunItems | RunFallback | None = None  # running here
@@ -144,6 +143,7 @@ class _Driver:
             terminate(future)
 
     def _track(self, command: RunNode | RunItems | RunFallback, future: Any) -> None:
+        """Remember a submitted command until its outcome is settled."""
         self._tasks[command.token] = (runs_async(command), future)
 
     def _run_inline(self, command: RunNode | RunItems | RunFallback) -> list[Command]:
@@ -254,7 +254,6 @@ class _Driver:
     ) -> list[Command]:
         """Turn a finished future into the scheduler's next commands."""
         self._tasks.pop(command.token, None)
-        self._futures.discard(future)
         if future.cancelled():
             return self._feed_error(command, asyncio.CancelledError())
         exc = future.exception()
@@ -379,7 +378,7 @@ class SyncDriver(_Driver):
                 return
             if (
                 self._cancel_deadline is not None
-                and not self._futures
+                and not self._tasks
                 and self._done.empty()
             ):
                 # Cancelled with nothing left to report back: a Ctrl-C that
@@ -410,12 +409,7 @@ class SyncDriver(_Driver):
         return deadline is not None and time.perf_counter() >= deadline
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
-        is_async = (
-            command.node.fallback_async
-            if isinstance(command, RunFallback)
-            else command.node.is_async
-        )
-        if is_async:
+        if runs_async(command):
             future: Any = asyncio.run_coroutine_threadsafe(
                 self._coroutine(command), self._portal()
             )
@@ -423,7 +417,6 @@ class SyncDriver(_Driver):
             fn, args = self._sync_call(command)
             future = self._pool().submit(fn, *args)
         self._track(command, future)
-        self._futures.add(future)
         future.add_done_callback(lambda f: self._done.put((command, f)))
 
     def _portal(self) -> asyncio.AbstractEventLoop:
@@ -547,12 +540,7 @@ class AsyncDriver(_Driver):
         self._after_dispatch()
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
-        is_async = (
-            command.node.fallback_async
-            if isinstance(command, RunFallback)
-            else command.node.is_async
-        )
-        if is_async:
+        if runs_async(command):
             future: asyncio.Future[Any] = self._loop.create_task(
                 self._coroutine(command)
             )
@@ -562,7 +550,6 @@ class AsyncDriver(_Driver):
             submitted = self._pool().submit(fn, *args)
             self._track(command, submitted)  # the pool's own future, to stop it
             future = asyncio.wrap_future(submitted)
-        self._futures.add(future)
         future.add_done_callback(functools.partial(self._on_done, command))
 
     def _on_done(

@@ -30,9 +30,17 @@ else:  # pragma: no cover - exercised by the 3.8 CI run
 __all__ = ["compile_flow", "find_cycles"]
 
 
+def close_match(
+    name: str, candidates: Iterable[str], cutoff: float = 0.6
+) -> str | None:
+    """The candidate closest to `name`, if any is close: for "did you mean"."""
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def _suggest(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    close = close_match(name, candidates)
+    return f" Did you mean {close!r}?" if close else ""
 
 
 def _normalize(items: Iterable[Any], problems: list[str]) -> list[BaseNode]:
@@ -224,11 +232,11 @@ def _control_problems(
             "on= on the predecessors instead."
         )
     for name in sorted(getattr(options.when, "names", ())):
-        close = difflib.get_close_matches(name, list(producer_of), n=1, cutoff=0.8)
+        close = close_match(name, producer_of, cutoff=0.8)
         if name not in producer_of and close:
             warnings.warn(
                 f"node {n.id!r}: its condition reads {name!r}, which no node "
-                f"produces, so it is a flow input. Did you mean {close[0]!r}?",
+                f"produces, so it is a flow input. Did you mean {close!r}?",
                 FlowWarning,
                 stacklevel=5,
             )
