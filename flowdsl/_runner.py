@@ -42,10 +42,7 @@ from ._scheduler import (
 )
 from .executors import ExecutorChoice
 
-__all__ = ["GRACE_PERIOD", "AsyncDriver", "SyncDriver"]
-
-#: Seconds a cancelled run waits for sync nodes already running to return.
-GRACE_PERIOD = 5.0
+__all__ = ["AsyncDriver", "SyncDriver"]
 
 _CANCEL: Any = object()  # queued by a CancelToken for the sync face
 _log = logging.getLogger("flowdsl")
@@ -109,7 +106,7 @@ class _Driver:
         self._owned_executor: Executor | None = None
         self._tasks: dict[int, tuple[bool, Any]] = {}  # token -> (async?, future)
         self._started = time.perf_counter()
-        self._cancel_deadline: float | None = None
+        self._cancelling = False
         self._inline: RunNode | RunItems | RunFallback | None = None  # running here
 
     # -- carrying out commands --------------------------------------------------
@@ -277,19 +274,10 @@ class _Driver:
 
     def _cancel(self) -> None:
         """Stop the run: async nodes are cancelled, sync ones told to stop."""
-        if self._cancel_deadline is None:
-            self._cancel_deadline = time.perf_counter() + GRACE_PERIOD
+        if not self._cancelling:
+            self._cancelling = True
             self.state.cancelled.set()
             self._dispatch(self.scheduler.cancel(time.perf_counter()))
-
-    def _grace_expired(self) -> None:
-        """Sync work still running after a cancel's grace: stop what can be."""
-        terminate = getattr(self._executor, "terminate", None)
-        if terminate is None:
-            return  # threads: left to finish on their own
-        for is_async, future in list(self._tasks.values()):
-            if not is_async:
-                terminate(future)
 
     def _result(self) -> RunResult:
         duration = time.perf_counter() - self._started
@@ -371,26 +359,18 @@ class SyncDriver(_Driver):
         return self._result()
 
     def _wait(self) -> None:
-        """Act on outcomes until the run is over (or a cancel's grace ends)."""
+        """Act on outcomes (and the scheduler's timers) until the run is over."""
         while not self.scheduler.finished:
-            if self._grace_over():
-                self._grace_expired()
-                return
-            if (
-                self._cancel_deadline is not None
-                and not self._tasks
-                and self._done.empty()
-            ):
+            if self._cancelling and not self._tasks and self._done.empty():
                 # Cancelled with nothing left to report back: a Ctrl-C that
                 # landed between two steps may have cut an outcome short.
-                break
+                return
             self._step()
 
     def _step(self) -> None:
         """Wait for one outcome (or the next timer) and act on it."""
         wakeup = self.scheduler.next_wakeup
-        limits = [t for t in (wakeup, self._cancel_deadline) if t is not None]
-        timeout = max(0.0, min(limits) - time.perf_counter()) if limits else None
+        timeout = None if wakeup is None else max(0.0, wakeup - time.perf_counter())
         try:
             item = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -403,10 +383,6 @@ class SyncDriver(_Driver):
         self._dispatch(self._settle(command, future))
         if wakeup is not None and time.perf_counter() >= wakeup:
             self._tick()
-
-    def _grace_over(self) -> bool:
-        deadline = self._cancel_deadline
-        return deadline is not None and time.perf_counter() >= deadline
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
         if runs_async(command):
@@ -461,7 +437,6 @@ class AsyncDriver(_Driver):
         self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
-        self._grace_timer: asyncio.TimerHandle | None = None
         remove = None
         if self._token is not None:
 
@@ -477,15 +452,14 @@ class AsyncDriver(_Driver):
                 await asyncio.shield(self._finished)
             except asyncio.CancelledError:
                 self._guarded(self._cancel)
-                await self._wait_out_grace()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._finished)  # the grace, at most
                 raise
         finally:
             if remove is not None:
                 remove()
             if self._timer is not None:
                 self._timer.cancel()
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
             leftover = [f for a, f in self._tasks.values() if a and not f.done()]
             for task in leftover:  # after an internal error: leave nothing behind
                 task.cancel()
@@ -493,23 +467,6 @@ class AsyncDriver(_Driver):
                 await asyncio.gather(*leftover, return_exceptions=True)
             self._close_pool()
         return self._result()
-
-    async def _wait_out_grace(self) -> None:
-        deadline = self._cancel_deadline or time.perf_counter()
-        remaining = max(0.0, deadline - time.perf_counter())
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._finished), remaining)
-
-    def _cancel(self) -> None:
-        first = self._cancel_deadline is None
-        super()._cancel()
-        if first:  # after the grace period, the run ends whatever still runs
-            self._grace_timer = self._loop.call_later(GRACE_PERIOD, self._end_of_grace)
-
-    def _end_of_grace(self) -> None:
-        if not self._finished.done():
-            self._grace_expired()
-            self._finished.set_result(None)
 
     def _after_dispatch(self) -> None:
         """Finish, or keep a timer armed for the scheduler's next wakeup."""

@@ -35,6 +35,7 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_ASYNC_SLOTS",
+    "GRACE_PERIOD",
     "CancelTasks",
     "Command",
     "Failure",
@@ -48,6 +49,10 @@ __all__ = [
 #: I/O-bound batches are not held back, bounded so that a huge batch never
 #: turns into millions of tasks at once.
 DEFAULT_ASYNC_SLOTS = 10_000
+
+#: Seconds a cancelled run gives sync work already running to return; after
+#: that it is abandoned (a process worker is stopped, a thread left to end).
+GRACE_PERIOD = 5.0
 
 #: Items per call when sync items run on the scheduler's thread anyway
 #: (`executor="inline"`): the same work, with far fewer trips through the core.
@@ -237,6 +242,7 @@ class Scheduler:
         self._ancestor_cache: dict[str, set[str]] = {}
         self._skips = 0  # nodes skipped so far
         self._begun = False  # start() was called
+        self._grace_until: float | None = None  # a cancel's grace period ends
 
     # -- events ---------------------------------------------------------------
 
@@ -263,6 +269,16 @@ class Scheduler:
         Retries that are due start in the pump that follows.
         """
         cancel: list[int] = []
+        if self._grace_until is not None and now >= self._grace_until:
+            self._grace_until = None
+            for token, command in list(self._live.items()):
+                if not runs_async(command):  # still running after the grace
+                    del self._live[token]
+                    self._abandoned.add(token)
+                    self._items -= (
+                        len(command.items) if isinstance(command, RunItems) else 1
+                    )
+                    cancel.append(token)
         for token, due in list(self._deadlines.items()):
             if due <= now:
                 del self._deadlines[token]
@@ -297,6 +313,8 @@ class Scheduler:
         self._fallbacks.clear()
         self._timers.clear()
         self._deadlines.clear()  # what still runs is cancelled, not timed out
+        if any(not runs_async(c) for c in self._live.values()):
+            self._grace_until = now + GRACE_PERIOD
         tokens = tuple(t for t, c in self._live.items() if runs_async(c))
         return [CancelTasks(tokens)] if tokens else []
 
@@ -334,9 +352,14 @@ class Scheduler:
     @property
     def next_wakeup(self) -> float | None:
         """When `tick` is next needed (faces' clock), or None."""
-        if not (self._timers or self._deadlines or self._retry_due or self._waits):
+        grace = self._grace_until
+        if not (
+            self._timers or self._deadlines or self._retry_due or self._waits or grace
+        ):
             return None
         dues = [*self._timers.values(), *self._deadlines.values()]
+        if grace is not None:
+            dues.append(grace)
         dues += self._retry_due.values()
         dues += (r[0] for run in self._batches.values() for r in run.retries)
         return min(dues) if dues else None

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import flowdsl as fd
-from flowdsl import _runner as runner_module
+from flowdsl import _scheduler as scheduler_module
 
 from .conftest import Runner
 
@@ -492,7 +492,7 @@ class TestCancellation:
     def test_the_grace_period_ends_the_run(
         self, runner: Runner, monkeypatch: pytest.MonkeyPatch, executor: str
     ) -> None:
-        monkeypatch.setattr(runner_module, "GRACE_PERIOD", 0.3)
+        monkeypatch.setattr(scheduler_module, "GRACE_PERIOD", 0.3)
         RELEASE.clear()
         token = fd.CancelToken()
         timer = threading.Timer(0.2, token.cancel)

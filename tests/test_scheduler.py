@@ -272,6 +272,29 @@ class TestFailure:
         )
 
 
+class TestCancel:
+    """A cancel stops new work; sync work still running after the grace is let go."""
+
+    def test_grace_period_abandons_running_sync_work(self) -> None:
+        from flowdsl._scheduler import GRACE_PERIOD, CancelTasks
+
+        s = scheduler([a, b, c, d])
+        (cmd_a,) = s.start(0.0)
+        cmd_b, cmd_c = s.node_done(cmd_a, 1, 1.0)
+        assert [] == s.cancel(2.0)  # nothing async to cancel
+        assert not s.finished
+        assert 2.0 + GRACE_PERIOD == s.next_wakeup
+        assert [] == s.tick(2.0 + GRACE_PERIOD / 2)
+        (stop,) = s.tick(2.0 + GRACE_PERIOD)
+        assert CancelTasks((cmd_b.token, cmd_c.token)) == stop
+        assert s.finished
+        assert [] == s.node_done(cmd_b, 2, 9.0)  # a late result is ignored
+        result = s.result(9.0)
+        assert "cancelled" == result.status
+        assert {"a": 1} == dict(result.outputs)
+        assert "cancelled" == result.node_status["b"]
+
+
 class TestPurity:
     """The core imports nothing that does I/O, keeps time or runs concurrently."""
 
