@@ -102,10 +102,12 @@ class ItemError:
     Attributes:
         index: The item's index in the batch input.
         exception: What the worker raised.
+        attempts: How many attempts the item was given.
     """
 
     index: int
     exception: BaseException
+    attempts: int = 1
 
 
 @attrs.frozen(eq=False)

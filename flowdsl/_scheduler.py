@@ -874,7 +874,7 @@ class Scheduler:
         """An item failed for good: apply the batch's `on_error` policy."""
         mode = run.node.on_error
         if mode == "collect":
-            run.results[index] = ItemError(index, exc)
+            run.results[index] = ItemError(index, exc, attempts)
             run.done += 1
         elif mode == "skip":
             run.results[index] = _SKIPPED

@@ -94,6 +94,47 @@ class TestRetries:
         assert {item: (Flaky, f"item {item} attempt 2", 2) for item in lost} == reported
         assert [i * 3 for i in range(2_000) if i not in lost] == result["out"]
 
+    def test_twenty_percent_failing_collected_and_checked_is_not_completed(
+        self, runner: Runner
+    ) -> None:
+        """The pattern docs/resilience.md gives for "fail the run on any lost
+        item, reporting every one": collect, then check downstream."""
+
+        @fd.node
+        def items() -> list[int]:
+            return list(range(2_000))
+
+        @fd.batch(input=items, output="out", retries=1, on_error="collect")
+        def work(item: int, ctx: fd.Context) -> int:
+            if fails(SEED, "work", item, ctx.attempt, 0.2):
+                raise Flaky(f"item {item} attempt {ctx.attempt}")
+            return item * 3
+
+        @fd.node
+        def all_or_nothing(out: list[int | fd.ItemError]) -> list[int]:
+            lost = [r.index for r in out if isinstance(r, fd.ItemError)]
+            if lost:
+                raise ValueError(f"{len(lost)} items failed")
+            return out  # type: ignore[return-value]
+
+        flow = fd.Flow("strict", [items, work, all_or_nothing])
+        result = runner.run(flow, check=False)
+        _, lost = predicted(2_000, 0.2, 1)
+        assert "failed" == result.status
+        (error,) = result.errors
+        assert ("all_or_nothing", f"{len(lost)} items failed") == (
+            error.node_id,
+            str(error.exception),
+        )
+        reported = {
+            r.index: (type(r.exception), str(r.exception), r.attempts)
+            for r in result["out"]
+            if isinstance(r, fd.ItemError)
+        }
+        assert {item: (Flaky, f"item {item} attempt 2", 2) for item in lost} == reported
+        kept = [r for r in result["out"] if not isinstance(r, fd.ItemError)]
+        assert [i * 3 for i in range(2_000) if i not in lost] == kept
+
     def test_twenty_percent_failing_is_not_completed_under_raise(
         self, runner: Runner
     ) -> None:
