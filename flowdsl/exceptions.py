@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchInputError",
     "BlueprintError",
+    "DefinitionChanged",
     "DefinitionError",
     "ExpressionError",
     "FlowCancelled",
@@ -19,6 +20,8 @@ __all__ = [
     "LoopLimitExceeded",
     "MissingInputError",
     "NodeTimeout",
+    "RecordedError",
+    "RunLocked",
 ]
 
 
@@ -167,3 +170,69 @@ class NodeTimeout(FlowdslError, TimeoutError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.node_id, self.timeout, self.item_index))
+
+
+class RunLocked(FlowdslError):
+    """Another process holds the run's lease: it is running or resuming it.
+
+    Args:
+        run_id: The locked run.
+        owner: Who holds the lease.
+        expires: When the lease runs out (Unix time) unless its owner renews it.
+    """
+
+    def __init__(self, run_id: str, owner: str, expires: float) -> None:
+        super().__init__(
+            f"run {run_id!r} is being run by another process (lease owner "
+            f"{owner!r}, valid until Unix time {expires:.3f}); wait for it to "
+            "finish, or for the lease to expire if that process died."
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.expires = expires
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.owner, self.expires))
+
+
+class DefinitionChanged(FlowdslError):
+    """A stored run's flow changed since it was recorded; resuming it as is
+    would mix outputs of two different flows.
+
+    Args:
+        run_id: The run being resumed.
+        differences: One line per difference, each naming its node.
+    """
+
+    def __init__(self, run_id: str, differences: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.differences = tuple(differences)
+        listed = "".join(f"\n  - {d}" for d in self.differences)
+        super().__init__(
+            f"run {run_id!r} was recorded with a different flow:{listed}\n"
+            "Pass on_change=\"rerun_changed\" to run the changed nodes (and what "
+            "depends on them) again, or start a new run."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.differences))
+
+
+class RecordedError(FlowdslError):
+    """An error recorded by an earlier process, loaded back from a store.
+
+    The original exception object is not stored (it may not be safe to
+    load); its type name and message are.
+
+    Args:
+        type_name: The original exception's qualified type name.
+        message: Its message.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message))
