@@ -17,6 +17,7 @@ from ._context import Context as Context
 from ._events import Event as Event
 from ._events import EventBus as EventBus
 from ._flow import Flow as Flow
+from ._flow import resume as resume
 from ._middleware import CallInfo as CallInfo
 from ._middleware import Middleware as Middleware
 from ._nodes import AsyncBatchNode as AsyncBatchNode
@@ -34,6 +35,7 @@ from ._result import RunError as RunError
 from ._result import RunResult as RunResult
 from .exceptions import BatchInputError as BatchInputError
 from .exceptions import BlueprintError as BlueprintError
+from .exceptions import DefinitionChanged as DefinitionChanged
 from .exceptions import DefinitionError as DefinitionError
 from .exceptions import ExpressionError as ExpressionError
 from .exceptions import FlowCancelled as FlowCancelled
@@ -43,6 +45,9 @@ from .exceptions import FlowWarning as FlowWarning
 from .exceptions import LoopLimitExceeded as LoopLimitExceeded
 from .exceptions import MissingInputError as MissingInputError
 from .exceptions import NodeTimeout as NodeTimeout
+from .exceptions import RecordedError as RecordedError
+from .exceptions import RunLocked as RunLocked
+from .store import MemoryStore as MemoryStore
 
 __all__ = [
     "Action",
@@ -55,6 +60,7 @@ __all__ = [
     "CallInfo",
     "CancelToken",
     "Context",
+    "DefinitionChanged",
     "DefinitionError",
     "EdgeSpec",
     "Event",
@@ -68,17 +74,21 @@ __all__ = [
     "From",
     "ItemError",
     "LoopLimitExceeded",
+    "MemoryStore",
     "Middleware",
     "MissingInputError",
     "Node",
     "NodeClass",
     "NodeSpec",
     "NodeTimeout",
+    "RecordedError",
     "RunError",
+    "RunLocked",
     "RunResult",
     "batch",
     "loop",
     "node",
+    "resume",
     "sleep",
     "subflow",
     "wait_for",

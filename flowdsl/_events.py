@@ -79,11 +79,11 @@ class EventBus:
 class EventSink:
     """Numbers and delivers one run's events (the faces own it)."""
 
-    def __init__(self, run_id: str, listener: Listener) -> None:
+    def __init__(self, run_id: str, listener: Listener, first_seq: int = 1) -> None:
         self._run_id = run_id
         self._listener = listener
         self._lock = threading.Lock()
-        self._seq = 0
+        self._seq = first_seq - 1  # a resumed run numbers on from its last event
 
     def __call__(
         self,

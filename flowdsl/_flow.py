@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 import types
 from typing import (
     TYPE_CHECKING,
@@ -18,8 +20,10 @@ from typing import (
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._cancel import CancelToken
 from ._compose import LoopNode, SubflowNode
+from ._durable import Durable, OnChange, open_run
 from ._events import Listener
 from ._inference import Binding
+from ._journal import CommitEvery
 from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
 from ._result import RunResult
@@ -33,8 +37,9 @@ from .exceptions import (
     MissingInputError,
 )
 from .executors import ExecutorSpec, resolve_executor
+from .store._base import Store
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "resume"]
 
 if TYPE_CHECKING:
     from ._nodes import AnyNode
@@ -68,6 +73,8 @@ class Flow:
             else nodes
         )
         plan, bindings = compile_flow(id, items)
+        # Where the flow was built, so `fd.resume` can import it by reference.
+        self._module: str | None = sys._getframe(1).f_globals.get("__name__")
         self._id = id
         self._plan = plan
         self._blueprint = _make_blueprint(plan, bindings)
@@ -90,7 +97,9 @@ class Flow:
             for value in vars(module).values()
             if isinstance(value, BaseNode) and value.fn.__module__ == module.__name__
         ]
-        return cls(id if id is not None else module.__name__, nodes)
+        flow = cls(id if id is not None else module.__name__, nodes)
+        flow._module = module.__name__
+        return flow
 
     @property
     def id(self) -> str:
@@ -120,7 +129,10 @@ class Flow:
         *,
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
+        store: Store | None = None,
         run_id: str | None = None,
+        commit_every: CommitEvery = None,
+        on_change: OnChange = "raise",
         check: bool = True,
         validate_inputs: bool = False,
         on_event: Listener | None = None,
@@ -138,7 +150,15 @@ class Flow:
             concurrency: At most this many nodes and batch items in flight.
             executor: Where sync nodes run: `"threads"` (default), `"inline"`,
                 `"processes"`, or any `concurrent.futures.Executor`.
-            run_id: The run's id; a random one by default.
+            store: Record the run as it goes (`fd.SqliteStore(path)`), so it
+                can be resumed after a crash and looked up later.
+            run_id: The run's id; a random one by default. With a `store`
+                that already holds this run, the run is resumed.
+            commit_every: With a `store`: commit after this many rows (int),
+                this many seconds (float), or `(rows, seconds)`; by default
+                every result is committed as soon as possible.
+            on_change: Resuming a stored run whose flow changed: `"raise"`
+                (`fd.DefinitionChanged`) or `"rerun_changed"`.
             check: Raise `FlowFailed` if the run fails (else return it).
             validate_inputs: Check each input's value against the
                 annotations of the parameters that receive it.
@@ -165,8 +185,9 @@ class Flow:
         """
         driver = self._driver(
             SyncDriver,
-            self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel, middleware, progress,
+            *self._prepare(inputs, validate_inputs, store, run_id, commit_every,
+                           on_change),
+            concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(driver.run(), check)
 
@@ -176,7 +197,10 @@ class Flow:
         *,
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
+        store: Store | None = None,
         run_id: str | None = None,
+        commit_every: CommitEvery = None,
+        on_change: OnChange = "raise",
         check: bool = True,
         validate_inputs: bool = False,
         on_event: Listener | None = None,
@@ -190,7 +214,10 @@ class Flow:
             inputs: Values for the flow inputs, by name.
             concurrency: At most this many nodes and batch items in flight.
             executor: Where sync nodes run (see `run()`).
+            store: Record the run (see `run()`).
             run_id: The run's id; a random one by default.
+            commit_every: The commit policy with a `store` (see `run()`).
+            on_change: Resuming a changed flow (see `run()`).
             check: Raise `FlowFailed` if the run fails (else return it).
             validate_inputs: Check inputs against annotations (see `run()`).
             on_event: Called with each event (see `run()`).
@@ -209,16 +236,20 @@ class Flow:
         """
         driver = self._driver(
             AsyncDriver,
-            self._check_inputs(inputs, validate_inputs),
-            run_id, concurrency, executor, on_event, cancel, middleware, progress,
+            *self._prepare(inputs, validate_inputs, store, run_id, commit_every,
+                           on_change),
+            concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
 
     def resume(
         self,
-        state: Mapping[str, Any] | RunResult,
+        state: Mapping[str, Any] | RunResult | str,
         *,
         events: Mapping[str, Any] | None = None,
+        store: Store | None = None,
+        on_change: OnChange = "raise",
+        commit_every: CommitEvery = None,
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
         check: bool = True,
@@ -227,17 +258,26 @@ class Flow:
         middleware: Sequence[Any] | None = None,
         progress: bool | Literal["always"] = False,
     ) -> RunResult:
-        """Continue a paused run from its state.
+        """Continue a paused, crashed, failed or cancelled run.
 
-        Nodes that completed keep their outputs and do not run again; wait
-        nodes whose event is in `events` complete with its payload. The
-        state may come from another process (`json.loads` of
-        `json.dumps(result.state)`) and this may be a new `Flow` object
+        Nodes (and batch items) that completed keep their outputs and do not
+        run again; wait nodes whose event is in `events` complete with its
+        payload. A stored run is resumed by its id: `resume(run_id,
+        store=...)`, from any process. Without a store, the state of a
+        paused run may come from another process (`json.loads` of
+        `json.dumps(result.state)`), and this may be a new `Flow` object
         built from the same code.
 
         Args:
-            state: `result.state` of the paused run (or the result itself).
+            state: A run id (with `store`), or `result.state` of a paused
+                run (or the result itself).
             events: Event name to payload, for the waits to release.
+            store: The store the run is recorded in.
+            on_change: If the flow changed since the run was recorded:
+                `"raise"` (`fd.DefinitionChanged`, listing each difference)
+                or `"rerun_changed"` (run changed nodes, and what depends on
+                them, again).
+            commit_every: The commit policy (see `run()`).
             concurrency: As for `run()`.
             executor: As for `run()`.
             check: As for `run()`.
@@ -250,21 +290,26 @@ class Flow:
             The run's result: `"awaiting"` again if it is still waiting.
 
         Raises:
-            DefinitionError: The state is not a state of this flow.
+            DefinitionError: The state is not a state of this flow, or the
+                run id is not in the store.
+            DefinitionChanged: The stored run's flow differs from this one.
+            RunLocked: Another process is running the run.
             FlowFailed: The run failed and `check` is true.
         """
-        resumed = self._check_state(state, events)
         driver = self._driver(
-            SyncDriver, {}, None, concurrency, executor, on_event, cancel,
-            middleware, progress, resumed,
+            SyncDriver, *self._reopen(state, events, store, on_change, commit_every),
+            concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(driver.run(), check)
 
     async def aresume(
         self,
-        state: Mapping[str, Any] | RunResult,
+        state: Mapping[str, Any] | RunResult | str,
         *,
         events: Mapping[str, Any] | None = None,
+        store: Store | None = None,
+        on_change: OnChange = "raise",
+        commit_every: CommitEvery = None,
         concurrency: int | None = None,
         executor: ExecutorSpec = None,
         check: bool = True,
@@ -276,8 +321,12 @@ class Flow:
         """Continue a paused run on the running event loop (see `resume`).
 
         Args:
-            state: `result.state` of the paused run (or the result itself).
+            state: A run id (with `store`), or `result.state` of a paused
+                run (or the result itself).
             events: Event name to payload, for the waits to release.
+            store: The store the run is recorded in.
+            on_change: If the flow changed (see `resume`).
+            commit_every: The commit policy (see `run()`).
             concurrency: As for `run()`.
             executor: As for `run()`.
             check: As for `run()`.
@@ -291,31 +340,91 @@ class Flow:
 
         Raises:
             DefinitionError: The state is not a state of this flow.
+            DefinitionChanged: The stored run's flow differs from this one.
+            RunLocked: Another process is running the run.
             FlowFailed: The run failed and `check` is true.
         """
-        resumed = self._check_state(state, events)
         driver = self._driver(
-            AsyncDriver, {}, None, concurrency, executor, on_event, cancel,
-            middleware, progress, resumed,
+            AsyncDriver, *self._reopen(state, events, store, on_change, commit_every),
+            concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
+
+    def _prepare(
+        self,
+        inputs: Mapping[str, Any] | None,
+        validate: bool,
+        store: Any,
+        run_id: Any,
+        commit_every: Any,
+        on_change: Any,
+    ) -> tuple[Mapping[str, Any], Any, Any, Durable | None]:
+        """Check a new run's inputs; with a store, open (or reopen) the run.
+
+        Returns:
+            The arguments `_driver` takes after the face: inputs, run id,
+            what to resume from, and the durable link.
+        """
+        _check_run_id(run_id)
+        if store is None:
+            if commit_every is not None:
+                raise DefinitionError(
+                    f"flow {self._id!r}: commit_every= needs a store=; pass "
+                    "store=fd.SqliteStore(path) or leave it out."
+                )
+            return self._check_inputs(inputs, validate), run_id, None, None
+        stored = run_id is not None and _is_stored(store, run_id)
+        given = None if stored and not inputs else self._check_inputs(inputs, validate)
+        durable, inputs, state = open_run(
+            self, store, run_id, given, commit_every=commit_every, on_change=on_change
+        )
+        resume: Any = None if state is None else (state, {})
+        return inputs, durable.run_id, resume, durable
+
+    def _reopen(
+        self,
+        state: Mapping[str, Any] | RunResult | str,
+        events: Mapping[str, Any] | None,
+        store: Any,
+        on_change: Any,
+        commit_every: Any,
+    ) -> tuple[Mapping[str, Any], Any, Any, Durable | None]:
+        """What `resume` runs from: a stored run, or a paused run's state."""
+        if store is None:
+            if isinstance(state, str):
+                raise DefinitionError(
+                    f"flow {self._id!r}: resume({state!r}) needs the store the run "
+                    "is recorded in: resume(run_id, store=fd.SqliteStore(path))."
+                )
+            return {}, None, self._check_state(state, events), None
+        if isinstance(state, RunResult):
+            state = state.run_id
+        elif isinstance(state, Mapping):
+            state = str(state.get("run_id"))
+        _check_run_id(state)
+        durable, _, stored = open_run(
+            self, store, state, None, commit_every=commit_every,
+            on_change=on_change, must_exist=True,
+        )  # fmt: skip
+        assert stored is not None
+        checked = self._check_state(stored, events)
+        return {}, durable.run_id, checked, durable
 
     def _driver(
         self,
         face: type[D],
         inputs: Mapping[str, Any],
         run_id: Any,
+        resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+        durable: Durable | None,
         concurrency: Any,
         executor: Any,
         on_event: Any,
         cancel: Any,
         middleware: Any,
         progress: Any,
-        resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> D:
         """Check the options every face shares, and set up a driver."""
-        if run_id is not None and (not isinstance(run_id, str) or not run_id):
-            raise DefinitionError(f"run_id must be a non-empty string, got {run_id!r}.")
         if on_event is not None and not callable(on_event):
             raise DefinitionError(
                 f"on_event must be a callable taking an fd.Event (or an "
@@ -337,6 +446,7 @@ class Flow:
             cancel=cancel,
             middleware=middleware,
             progress=progress,
+            durable=durable,
         )
 
     def _check_state(
@@ -450,6 +560,16 @@ class Flow:
                 result,
             ) from (first.exception if first else None)
         return result
+
+
+def _check_run_id(run_id: Any) -> None:
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise DefinitionError(f"run_id must be a non-empty string, got {run_id!r}.")
+
+
+def _is_stored(store: Any, run_id: str) -> bool:
+    load = getattr(store, "load", None)
+    return callable(load) and load(run_id) is not None
 
 
 def _state_problems(state: Mapping[str, Any], plan: Plan) -> list[str]:
@@ -628,3 +748,58 @@ def _make_blueprint(plan: Plan, bindings: Mapping[str, list[Binding]]) -> Bluepr
         },
     }
     return Blueprint(id=plan.flow_id, nodes=specs, edges=edges, metadata=metadata)
+
+
+def resume(
+    run_id: str,
+    *,
+    store: Store,
+    events: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Resume a stored run in any process, importing its flow by reference.
+
+    The run's record names the module and attribute its flow was found at
+    when it started (`"module:attribute"`); that module is imported and the
+    run resumed with `flow.resume(run_id, store=store, events=events,
+    **options)`.
+
+    Args:
+        run_id: The run to resume.
+        store: The store it is recorded in.
+        events: Event name to payload, for waits to release.
+        **options: Any other option of `Flow.resume` (`concurrency`,
+            `executor`, `check`, `on_change`, ...).
+
+    Returns:
+        The run's result.
+
+    Raises:
+        DefinitionError: The run is not in the store, or its flow cannot be
+            imported (it was built in `__main__` or inside a function: call
+            `flow.resume` on the flow object instead).
+    """
+    _check_run_id(run_id)
+    load = getattr(store, "load", None)
+    details = load(run_id) if callable(load) else None
+    if details is None:
+        raise DefinitionError(f"there is no run {run_id!r} in {store!r} to resume.")
+    ref = details.record.flow_ref
+    if not ref:
+        raise DefinitionError(
+            f"run {run_id!r} of flow {details.record.flow_id!r} has no importable "
+            "flow reference (its flow was not a module-level name when it ran); "
+            "call flow.resume(run_id, store=...) on the Flow object instead."
+        )
+    module_name, _, attribute = ref.partition(":")
+    try:
+        flow = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise DefinitionError(
+            f"run {run_id!r}: cannot import its flow {ref!r} ({exc}); make sure "
+            "the module is importable here, or call flow.resume(run_id, "
+            "store=...) on the Flow object."
+        ) from exc
+    if not isinstance(flow, Flow):
+        raise DefinitionError(f"run {run_id!r}: {ref!r} is {flow!r}, not a Flow.")
+    return flow.resume(run_id, store=store, events=events, **options)

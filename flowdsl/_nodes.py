@@ -69,6 +69,9 @@ class NodeOptions:
         after: Ids of nodes this one waits for without reading their value.
         policy: Retries and timeout.
         fallback: Called with the final error when every attempt failed.
+        cache: Reuse a stored output when code and inputs are unchanged.
+        cache_key: Computes the inputs' part of the cache key from the
+            node's keyword arguments (None: all of them, serialized).
     """
 
     inline: bool = False
@@ -78,6 +81,8 @@ class NodeOptions:
     after: tuple[str, ...] = ()
     policy: RetryPolicy = attrs.field(factory=RetryPolicy)
     fallback: Callable[..., Any] | None = None
+    cache: bool = False
+    cache_key: Callable[..., str] | None = None
 
 
 def make_options(
@@ -89,6 +94,8 @@ def make_options(
     join: Join = "all",
     after: Sequence[NodeRef] = (),
     fallback: Callable[..., Any] | None = None,
+    cache: bool = False,
+    cache_key: Callable[..., str] | None = None,
     **policy: Any,
 ) -> NodeOptions:
     """Check the options of node `name` and gather them.
@@ -138,6 +145,15 @@ def make_options(
             f"node {name!r}: fallback must be a callable taking the error, got "
             f"{fallback!r}."
         )
+    if not isinstance(cache, bool):
+        raise DefinitionError(
+            f"node {name!r}: cache must be True or False, got {cache!r}."
+        )
+    if cache_key is not None and not callable(cache_key):
+        raise DefinitionError(
+            f"node {name!r}: cache_key must be a callable taking the node's "
+            f"arguments by keyword and returning a str, got {cache_key!r}."
+        )
     return NodeOptions(
         inline=inline,
         on=route,
@@ -146,6 +162,8 @@ def make_options(
         after=tuple(_ref(name, "after", a) for a in after),
         policy=make_policy(name, **policy),
         fallback=fallback,
+        cache=cache or cache_key is not None,
+        cache_key=cache_key,
     )
 
 
@@ -419,6 +437,8 @@ def node(
     retry_on: RetryOn = (Exception,),
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
+    cache: bool = False,
+    cache_key: Callable[..., str] | None = None,
 ) -> _NodeDecorator: ...
 
 
@@ -440,6 +460,8 @@ def node(
     retry_on: RetryOn = (Exception,),
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
+    cache: bool = False,
+    cache_key: Callable[..., str] | None = None,
 ) -> Any:
     """Mark a function as a flow node.
 
@@ -476,6 +498,10 @@ def node(
         fallback: Called with the final error (and an `fd.Context`, if it
             declares one) when every attempt failed; its value replaces the
             output and the node is reported `rescued`.
+        cache: With a `store=`, reuse the output stored for the same code and
+            the same inputs, across runs, instead of calling the node.
+        cache_key: A callable given the node's arguments by keyword that
+            returns the inputs' part of the cache key (implies `cache`).
 
     Returns:
         A `Node` (or `AsyncNode`) wrapping `fn`, or a decorator that makes one.
@@ -498,6 +524,8 @@ def node(
         "retry_on": retry_on,
         "timeout": timeout,
         "fallback": fallback,
+        "cache": cache,
+        "cache_key": cache_key,
     }
     if fn is None:
         return _NodeDecorator(id, options)
@@ -521,6 +549,7 @@ def _make_node(
         # The class's annotations name things in the class's own module.
         module = sys.modules.get(type(fn).__module__)
         localns = {**vars(module), **(localns or {})} if module else localns
+        engine.__flowdsl_code__ = type(fn)  # hashed: the class, not this wrapper
         fn = engine
     cls = AsyncNode if _is_async(fn) else Node
     return cls(fn, id=id, options=options, localns=localns)
@@ -591,6 +620,8 @@ def batch(
     retry_on: RetryOn = (Exception,),
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
+    cache: bool = False,
+    cache_key: Callable[..., str] | None = None,
 ) -> _BatchDecorator:
     """Mark a function as a batch worker: scatter, process each item, gather.
 
@@ -622,6 +653,9 @@ def batch(
         timeout: Seconds each item's attempt may take (see `node`).
         fallback: Called with an item's final error; its value fills the
             item's slot.
+        cache: With a `store=`, reuse the gathered output stored for the same
+            code, input and arguments (see `node`).
+        cache_key: Computes the inputs' part of the cache key (see `node`).
 
     Returns:
         A decorator that turns the worker into a `BatchNode`.
@@ -650,6 +684,8 @@ def batch(
             "retry_on": retry_on,
             "timeout": timeout,
             "fallback": fallback,
+            "cache": cache,
+            "cache_key": cache_key,
         },
     )
 

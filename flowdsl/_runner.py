@@ -25,12 +25,23 @@ from typing import Any, Callable, Coroutine, Mapping, Sequence
 from ._calls import run_async_item, run_async_node, run_chunk, run_node
 from ._cancel import CancelToken
 from ._context import Context, SharedState
+from ._definition import code_hash
+from ._durable import (
+    CURRENT,
+    CrashAtBodyStart,
+    Durable,
+    cache_key,
+    crash_planned,
+    crash_point,
+)
 from ._events import EventSink, Listener
+from ._journal import Journal
 from ._middleware import CallInfo, split_middleware
 from ._plan import Plan, PlanNode
 from ._progress import progress_listener
 from ._result import RunResult
 from ._scheduler import (
+    MISS,
     CancelTasks,
     Command,
     Failure,
@@ -41,6 +52,7 @@ from ._scheduler import (
     runs_async,
 )
 from .executors import ExecutorChoice
+from .store._serialize import SerializationError
 
 __all__ = ["AsyncDriver", "SyncDriver"]
 
@@ -75,7 +87,10 @@ class _Driver:
         cancel: CancelToken | None = None,
         middleware: Sequence[Any] | None = None,
         progress: Any = False,
+        durable: Durable | None = None,
     ) -> None:
+        if crash_planned("body_start"):
+            middleware = [CrashAtBodyStart(), *(middleware or ())]
         self._sync_layers, self._async_layers = split_middleware(middleware)
         if resume is not None:
             inputs, run_id = resume[0]["inputs"], resume[0]["run_id"]
@@ -83,7 +98,24 @@ class _Driver:
         bar = progress_listener(progress)
         if bar is not None:
             on_event = bar if on_event is None else _both(on_event, bar)
-        self._emit = None if on_event is None else EventSink(run_id, on_event)
+        self._durable = durable
+        journal = None
+        first_seq = 1
+        if durable is not None:
+            lease = durable.store.lease
+            journal = Journal(
+                durable.store.serializer,
+                rows=durable.rows,
+                seconds=durable.seconds,
+                renew_every=None if lease is None else lease / 3,
+                now=time.perf_counter(),
+            )
+            on_event = journal.event if on_event is None else _both(on_event, journal.event)
+            first_seq = durable.first_seq
+        self._journal = journal
+        self._emit = (
+            None if on_event is None else EventSink(run_id, on_event, first_seq)
+        )
         self.state = SharedState(run_id, self._emit)
         self.scheduler = Scheduler(
             plan,
@@ -95,6 +127,8 @@ class _Driver:
             inline_alone=self.inline_alone and executor.kind in ("threads", "custom"),
             make_context=lambda node_id: Context(self.state, node_id),
             emit=self._emit,
+            journal=journal,
+            cache=None if durable is None else self._cache_lookup,
         )
         if resume is not None:
             state, events = resume
@@ -109,6 +143,63 @@ class _Driver:
         self._cancelling = False
         self._inline: RunNode | RunItems | RunFallback | None = None  # running here
 
+    # -- durable runs -------------------------------------------------------------
+
+    def _cache_lookup(
+        self, n: PlanNode, kwargs: Mapping[str, Any]
+    ) -> tuple[str | None, Any]:
+        """The scheduler's cache: `(key, value)`, value `MISS` if not cached."""
+        assert self._durable is not None
+        store = self._durable.store
+        user_key = n.node.options.cache_key
+        try:
+            if user_key is not None:
+                arguments = str(user_key(**kwargs)).encode()
+            else:
+                arguments = store.serializer.dumps(dict(kwargs), node_id=n.id)
+        except SerializationError:
+            _log.info("node %r: arguments cannot be serialized; not cached", n.id)
+            return None, MISS
+        key = cache_key(code_hash(n), arguments)
+        blob = store.cache_get(key)
+        return key, MISS if blob is None else store.serializer.loads(blob)
+
+    def _commit(self, status: str | None = None, state: bytes | None = None) -> None:
+        """Write what the journal holds, in one transaction."""
+        durable, journal = self._durable, self._journal
+        assert durable is not None and journal is not None
+        outcomes, events, cache, batch = journal.take(time.perf_counter())
+        crash_point("pre_commit")
+        if batch:
+            crash_point("batch_flush")
+        store = durable.store
+        store.commit(
+            durable.run_id, durable.owner, time.time(), outcomes, events,
+            status=status, state=state,
+        )  # fmt: skip
+        crash_point("post_commit")
+        for entry in cache:
+            store.cache_put(entry)
+
+    def _maybe_commit(self) -> None:
+        if self._journal is not None and self.scheduler.commit_due(
+            time.perf_counter()
+        ):
+            self._commit()
+
+    def _final_commit(self, result: RunResult) -> None:
+        """Record how the run ended, with what a resume needs of its state."""
+        assert self._durable is not None
+        serializer = self._durable.store.serializer
+        state = {k: result.state[k] for k in ("actions", "wakes", "context")}
+        try:
+            blob = serializer.dumps(state, node_id="<run state>")
+        except SerializationError as exc:
+            _log.warning("run %r: context not recorded: %s", result.run_id, exc)
+            state["context"] = {}
+            blob = serializer.dumps(state, node_id="<run state>")
+        self._commit(result.status, blob)
+
     # -- carrying out commands --------------------------------------------------
 
     def _dispatch(self, commands: list[Command]) -> None:
@@ -121,6 +212,8 @@ class _Driver:
                     self._stop(token)
             elif command.inline:
                 todo.extend(self._run_inline(command))
+                if self._journal is not None:
+                    self._maybe_commit()
             else:
                 self._submit(command)
 
@@ -285,6 +378,8 @@ class _Driver:
             result = self.scheduler.result(duration, self.state.values)
         if self._emit is not None:
             self._emit("run_finish", data={"status": result.status})
+        if self._durable is not None:
+            self._final_commit(result)
         level = logging.WARNING if result.status == "failed" else logging.INFO
         if _log.isEnabledFor(level):
             _log.log(
@@ -338,6 +433,7 @@ class SyncDriver(_Driver):
 
             remove = self._token.on_cancel(wake)
         interrupted: KeyboardInterrupt | None = None
+        current = CURRENT.set(self._durable)
         try:
             try:
                 self._start()
@@ -349,6 +445,7 @@ class SyncDriver(_Driver):
                     self._dispatch(self._feed_error(self._inline, exc))
                 self._wait()
         finally:
+            CURRENT.reset(current)
             if remove is not None:
                 remove()
             self._close_pool()
@@ -371,10 +468,13 @@ class SyncDriver(_Driver):
         """Wait for one outcome (or the next timer) and act on it."""
         wakeup = self.scheduler.next_wakeup
         timeout = None if wakeup is None else max(0.0, wakeup - time.perf_counter())
+        if self._journal is not None and self.scheduler.retrying:
+            crash_point("backoff_sleep")
         try:
             item = self._done.get(timeout=timeout)
         except queue.Empty:
             self._tick()
+            self._maybe_commit()
             return
         if item is _CANCEL:
             self._cancel()
@@ -383,6 +483,8 @@ class SyncDriver(_Driver):
         self._dispatch(self._settle(command, future))
         if wakeup is not None and time.perf_counter() >= wakeup:
             self._tick()
+        if self._journal is not None and self._done.empty():
+            self._maybe_commit()  # group commit: whatever finished meanwhile
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
         if runs_async(command):
@@ -437,6 +539,7 @@ class AsyncDriver(_Driver):
         self._loop = loop
         self._finished: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        self._commit_soon: asyncio.Handle | None = None
         remove = None
         if self._token is not None:
 
@@ -445,6 +548,7 @@ class AsyncDriver(_Driver):
                 loop.call_soon_threadsafe(self._guarded, self._cancel)
 
             remove = self._token.on_cancel(wake)
+        current = CURRENT.set(self._durable)
         try:
             self._start()
             self._after_dispatch()
@@ -456,10 +560,13 @@ class AsyncDriver(_Driver):
                     await asyncio.shield(self._finished)  # the grace, at most
                 raise
         finally:
+            CURRENT.reset(current)
             if remove is not None:
                 remove()
             if self._timer is not None:
                 self._timer.cancel()
+            if self._commit_soon is not None:
+                self._commit_soon.cancel()
             leftover = [f for a, f in self._tasks.values() if a and not f.done()]
             for task in leftover:  # after an internal error: leave nothing behind
                 task.cancel()
@@ -470,6 +577,12 @@ class AsyncDriver(_Driver):
 
     def _after_dispatch(self) -> None:
         """Finish, or keep a timer armed for the scheduler's next wakeup."""
+        if self._journal is not None and self._commit_soon is None:
+            if self.scheduler.commit_due(time.perf_counter()):
+                # After the callbacks already queued: one commit for them all.
+                self._commit_soon = self._loop.call_soon(self._group_commit)
+            elif self.scheduler.retrying:
+                crash_point("backoff_sleep")
         if self.scheduler.finished:
             if not self._finished.done():
                 self._finished.set_result(None)
@@ -481,6 +594,10 @@ class AsyncDriver(_Driver):
         if wakeup is not None:
             delay = max(0.0, wakeup - time.perf_counter())
             self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _group_commit(self) -> None:
+        self._commit_soon = None
+        self._guarded(self._maybe_commit)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import attrs
 
+from ._journal import Journal
 from ._plan import Plan, PlanNode
 from ._result import Action, ChildRun, ItemError, NodeStatus, RunError, RunResult
 from .exceptions import (
@@ -32,6 +33,8 @@ from .exceptions import (
     LoopLimitExceeded,
     NodeTimeout,
 )
+from .store._base import CacheEntry, Outcome
+from .store._serialize import SerializationError
 
 __all__ = [
     "DEFAULT_ASYNC_SLOTS",
@@ -113,6 +116,11 @@ Command = Union[RunNode, RunItems, RunFallback, CancelTasks]
 
 _PENDING: Any = object()  # a slot whose item has not finished
 _SKIPPED: Any = object()  # a slot left out of the gathered list
+MISS: Any = object()  # a cache lookup found nothing
+
+#: Looks a node's output up in the cache: `(node, kwargs)` -> `(key, value)`,
+#: with value `MISS` when there is none and key None when it cannot be cached.
+CacheLookup = Callable[[PlanNode, Mapping[str, Any]], "tuple[str | None, Any]"]
 
 
 class LoopCarryError(FlowdslError):
@@ -138,10 +146,18 @@ def runs_async(command: Work) -> bool:
 class _BatchRun:
     """The state of one running batch: a cursor over its input and counters."""
 
-    __slots__ = ("done", "exhausted", "failed", "in_flight", "iterator", "kwargs",
-                 "node", "results", "retries")  # fmt: skip
+    __slots__ = ("done", "exhausted", "failed", "in_flight", "iterator", "known",
+                 "known_order", "kwargs", "node", "prior", "results",
+                 "retries")  # fmt: skip
 
-    def __init__(self, node: PlanNode, iterator: Iterator[Any], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        node: PlanNode,
+        iterator: Iterator[Any],
+        kwargs: dict[str, Any],
+        known: Mapping[int, tuple[Any, ...]] | None = None,
+        prior: Mapping[int, int] | None = None,
+    ):
         self.node = node
         self.iterator = iterator
         self.kwargs = kwargs
@@ -152,6 +168,11 @@ class _BatchRun:
         self.failed = False
         # (due, index, item, attempt) for items waiting to be retried
         self.retries: list[tuple[float, int, Any, int]] = []
+        # On resume: outcomes recorded by an earlier process, by index, and
+        # attempts already made at items that have none.
+        self.known = dict(known) if known else None
+        self.known_order = deque(sorted(known)) if known else deque()
+        self.prior = dict(prior) if prior else None
 
     @property
     def settled(self) -> bool:
@@ -178,6 +199,8 @@ class Scheduler:
             from a node id (the faces own contexts; the core only passes them).
         emit: Delivers an event `(kind, node_id, item_index, data)`; None
             when nobody listens, and then no event is built.
+        journal: Collects what a durable run records; None without a store.
+        cache: Looks cached outputs up, for nodes with `cache=True`.
     """
 
     def __init__(
@@ -193,6 +216,8 @@ class Scheduler:
         inline_alone: bool = False,
         make_context: Callable[[str], Any] | None = None,
         emit: Callable[..., None] | None = None,
+        journal: Journal | None = None,
+        cache: CacheLookup | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -243,6 +268,11 @@ class Scheduler:
         self._skips = 0  # nodes skipped so far
         self._begun = False  # start() was called
         self._grace_until: float | None = None  # a cancel's grace period ends
+        self.journal = journal
+        self._cache = cache
+        self._cache_keys: dict[str, str] = {}  # node id -> key to store under
+        self._known: dict[str, dict[int, tuple[Any, ...]]] = {}  # recorded items
+        self._prior: dict[str, dict[int, int]] = {}  # recorded item attempts
 
     # -- events ---------------------------------------------------------------
 
@@ -328,6 +358,10 @@ class Scheduler:
         """
         nodes = self.plan.nodes
         self._events = dict(events)
+        self._known = {k: dict(v) for k, v in state.get("items", {}).items()}
+        self._prior = {k: dict(v) for k, v in state.get("item_attempts", {}).items()}
+        for node_id, attempts in state.get("attempts", {}).items():
+            self._attempts[node_id] = attempts + 1  # attempt numbers go on
         self._actions = dict(state.get("actions", {}))
         self._wakes = {k: float(v) for k, v in state.get("wakes", {}).items()}
         for node_id, status in state["status"].items():
@@ -353,16 +387,29 @@ class Scheduler:
     def next_wakeup(self) -> float | None:
         """When `tick` is next needed (faces' clock), or None."""
         grace = self._grace_until
+        commit = None if self.journal is None else self.journal.wakeup()
         if not (
-            self._timers or self._deadlines or self._retry_due or self._waits or grace
+            self._timers
+            or self._deadlines
+            or self._retry_due
+            or self._waits
+            or grace
+            or commit
         ):
             return None
         dues = [*self._timers.values(), *self._deadlines.values()]
+        if commit is not None:
+            dues.append(commit)
         if grace is not None:
             dues.append(grace)
         dues += self._retry_due.values()
         dues += (r[0] for run in self._batches.values() for r in run.retries)
         return min(dues) if dues else None
+
+    @property
+    def retrying(self) -> bool:
+        """Whether a node or item waits for its retry."""
+        return bool(self._retry_due) or self._waits
 
     @property
     def _waits(self) -> bool:
@@ -406,11 +453,16 @@ class Scheduler:
         count = len(command.items)
         run.in_flight -= count
         self._items -= count
+        journal = self.journal
         for offset, outcome in enumerate(outcomes):
             if type(outcome) is Failure:
                 item = command.items[offset]
                 exc = outcome.exception
                 self._attempt_failed(n, index, item, exc, command.attempt, now)
+            elif journal is not None and not self._record_item(
+                run, index, outcome, command.attempt, now
+            ):
+                pass  # it could not be stored: the item failed
             else:
                 results[index] = outcome
                 run.done += 1
@@ -443,9 +495,13 @@ class Scheduler:
             else:
                 run = self._batches[n.id]
                 run.in_flight -= 1
-                run.done += 1
-                run.results[command.item_index] = value
-                self._rescued.setdefault(f"{n.id}[{command.item_index}]", error)
+                index = command.item_index
+                if self.journal is None or self._record_item(
+                    run, index, value, command.attempts, now
+                ):
+                    run.done += 1
+                    run.results[index] = value
+                    self._rescued.setdefault(f"{n.id}[{index}]", error)
                 self._settle_batch(run, now)
         return self._pump(now)
 
@@ -653,6 +709,8 @@ class Scheduler:
         elif type(value) is ChildRun:
             self._children[node_id] = value.result
             value = value.value
+        if self.journal is not None and not self._record_node(n, value, now):
+            return  # its output cannot be stored: it failed instead
         self._outputs[n.key] = value
         self._status[node_id] = "completed"
         if self._emit is not None:
@@ -663,6 +721,8 @@ class Scheduler:
     def _skip(self, node_id: str, now: float) -> None:
         self._status[node_id] = "skipped"
         self._skips += 1
+        if self.journal is not None:
+            self.journal.add(Outcome(node_id, None, "skipped", 0), now)
         if self._emit is not None:
             self._emit("node_skipped", node_id)
         self._resolved(node_id, now)
@@ -817,6 +877,9 @@ class Scheduler:
             if self._emit is not None:
                 data = {"error": exc, "delay": delay}
                 self._emit("node_retry", n.id, index, data, attempt + 1)
+            if self.journal is not None:
+                wall = self._wall(now)
+                self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
             if index is None:
                 self._retry_due[n.id] = now + delay
                 self._attempts[n.id] = attempt + 1
@@ -857,6 +920,8 @@ class Scheduler:
             self._errors.append(RunError(node_id, index, attempts, exc))
         if self._emit is not None:
             self._emit("node_error", node_id, index, exc, attempts)
+        if self.journal is not None:
+            self.journal.failed(node_id, index, exc, attempts, now, self._wall(now))
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
         # Fail fast: nothing new starts; work in flight is allowed to finish.
@@ -873,6 +938,9 @@ class Scheduler:
     ) -> None:
         """An item failed for good: apply the batch's `on_error` policy."""
         mode = run.node.on_error
+        if mode != "raise" and self.journal is not None:
+            wall = self._wall(now)
+            self.journal.failed(run.node.id, index, exc, attempts, now, wall)
         if mode == "collect":
             run.results[index] = ItemError(index, exc, attempts)
             run.done += 1
@@ -898,6 +966,77 @@ class Scheduler:
         if run.node.on_error == "skip":
             results = [r for r in results if r is not _SKIPPED]
         self._complete(node_id, results, now)
+
+    # -- recording (durable runs) ---------------------------------------------
+
+    def commit_due(self, now: float) -> bool:
+        """Whether the faces should commit the journal now."""
+        return self.journal is not None and self.journal.due(now)
+
+    def _wall(self, now: float) -> float:
+        return now + self._wall_offset
+
+    def _record_node(self, n: PlanNode, value: Any, now: float) -> bool:
+        """Journal a node's output; False (and the node failed) if it cannot
+        be stored. A batch records no value: its items hold it."""
+        journal = self.journal
+        assert journal is not None
+        attempts = self._attempts.get(n.id, 1)
+        key = self._cache_keys.pop(n.id, None)
+        try:
+            blob = None if n.is_batch else journal.encode(value, n.id, None)
+            if key is not None:
+                cached = blob if blob is not None else journal.encode(value, n.id, None)
+                journal.cache.append(CacheEntry(key, n.id, cached))
+        except SerializationError as exc:
+            self._fail(n.id, None, exc, now, attempts)
+            return False
+        started = self._started.get(n.id)
+        outcome = Outcome(
+            n.id, None, "completed", attempts, blob,
+            action=self._actions.get(n.id),
+            started=None if started is None else self._wall(started),
+            finished=self._wall(now),
+        )  # fmt: skip
+        journal.add(outcome, now)
+        if n.is_batch:
+            journal.batch_rows = True
+        return True
+
+    def _record_item(
+        self, run: _BatchRun, index: int, value: Any, attempts: int, now: float
+    ) -> bool:
+        """Journal a batch item's output; False (and the item failed) if it
+        cannot be stored."""
+        journal = self.journal
+        assert journal is not None
+        node_id = run.node.id
+        try:
+            blob = journal.encode(value, node_id, index)
+        except SerializationError as exc:
+            self._item_failed(run, index, exc, attempts, now)
+            return False
+        outcome = Outcome(
+            node_id, index, "completed", attempts, blob, finished=self._wall(now)
+        )
+        journal.add(outcome, now)
+        return True
+
+    def _from_cache(self, n: PlanNode, kwargs: Mapping[str, Any], now: float) -> bool:
+        """Complete a `cache=True` node from the cache if its output is there;
+        otherwise remember the key its output will be stored under."""
+        assert self._cache is not None
+        key, value = self._cache(n, kwargs)
+        if key is None:
+            return False
+        if value is MISS:
+            self._cache_keys[n.id] = key
+            return False
+        if self._emit is not None and n.id not in self._started:
+            self._emit("node_start", n.id, None, {"cached": True}, 1)
+        self._started.setdefault(n.id, now)
+        self._complete(n.id, value, now)
+        return True
 
     def _unit_free(self, is_async: bool) -> bool:
         """Whether the executor (or loop) can take one more command."""
@@ -956,7 +1095,9 @@ class Scheduler:
                 progress = True
             for ready, is_async in self._ready_queues:
                 while ready and not self._halted and self._room(is_async) > 0:
-                    commands.append(self._start_node(ready.popleft(), now))
+                    command = self._start_node(ready.popleft(), now)
+                    if command is not None:  # else it came from the cache
+                        commands.append(command)
                     progress = True
             if self._batches:
                 for run in list(self._batches.values()):
@@ -1006,8 +1147,11 @@ class Scheduler:
         if timeout is not None:
             self._deadlines[command.token] = now + timeout
 
-    def _start_node(self, node_id: str, now: float) -> RunNode:
+    def _start_node(self, node_id: str, now: float) -> RunNode | None:
         n = self.plan.nodes[node_id]
+        if n.node.options.cache and self._cache is not None and n.loop is None:
+            if self._from_cache(n, self._arguments(n), now):
+                return None
         inline = not n.is_async and (n.inline or self._inline_sync)
         self._started.setdefault(node_id, now)  # a loop keeps its first start
         attempt = self._attempts.get(node_id, 1)
@@ -1055,7 +1199,45 @@ class Scheduler:
             )
             self._fail(node_id, None, exc, now)
             return
-        self._batches[node_id] = _BatchRun(n, iterator, self._arguments(n))
+        kwargs = self._arguments(n)
+        if n.node.options.cache and self._cache is not None:
+            if self._from_cache(n, {**kwargs, "flowdsl_batch_input": value}, now):
+                return
+        self._batches[node_id] = _BatchRun(
+            n, iterator, kwargs, self._known.pop(node_id, None),
+            self._prior.pop(node_id, None),
+        )  # fmt: skip
+
+    def _take(self, run: _BatchRun, size: int, now: float) -> list[Any] | None:
+        """The next `size` items of the batch's input (fewer at its end);
+        None, and the batch failed, if the input raised."""
+        try:
+            return list(islice(run.iterator, size))
+        except Exception as exc:
+            n = run.node
+            producer = self.plan.producer_of[n.batch_input or ""]
+            error = BatchInputError(
+                f"batch {n.id!r}: the input from {producer!r} raised "
+                f"{exc!r} while yielding item {len(run.results)}."
+            )
+            error.__cause__ = exc
+            run.failed = True
+            self._fail(n.id, None, error, now)
+            return None
+
+    def _restore_item(self, run: _BatchRun, index: int, now: float) -> None:
+        """Fill an item's slot with what an earlier process recorded for it."""
+        assert run.known is not None
+        known = run.known.pop(index)
+        if run.known_order and run.known_order[0] == index:
+            run.known_order.popleft()
+        run.results.append(_PENDING)
+        if known[0] == "ok":
+            run.results[index] = known[1]
+            run.done += 1
+        else:  # a failed item under on_error="skip" or "collect"
+            _, exc, attempts = known
+            self._item_failed(run, index, exc, attempts, now)
 
     def _pull(self, run: _BatchRun, commands: list[Command], now: float) -> bool:
         """Send items of `run` while there is room: due retries first, then
@@ -1080,6 +1262,17 @@ class Scheduler:
                 commands.append(command)
                 pulled = True
                 continue
+            start, attempt = len(run.results), 1
+            if run.known is not None and start in run.known:
+                chunk = self._take(run, 1, now)
+                if chunk is None:
+                    return pulled
+                if chunk:
+                    self._restore_item(run, start, now)
+                    pulled = True
+                    continue
+                run.exhausted = True
+                break
             room = self._room(n.is_async)
             if n.concurrency is not None:
                 room = min(room, n.concurrency - run.in_flight)
@@ -1091,23 +1284,17 @@ class Scheduler:
                 size = min(max(n.chunk_size, INLINE_CHUNK), room)
             else:
                 size = min(n.chunk_size, room)
-            try:
-                chunk = list(islice(run.iterator, size))
-            except Exception as exc:
-                producer = self.plan.producer_of[n.batch_input or ""]
-                error = BatchInputError(
-                    f"batch {n.id!r}: the input from {producer!r} raised "
-                    f"{exc!r} while yielding item {len(run.results)}."
-                )
-                error.__cause__ = exc
-                run.failed = True
-                self._fail(n.id, None, error, now)
+            if run.known_order:  # stop short of the next recorded item
+                size = min(size, run.known_order[0] - start)
+            if run.prior is not None and start in run.prior:
+                size, attempt = 1, run.prior.pop(start) + 1
+            chunk = self._take(run, size, now)
+            if chunk is None:
                 return pulled
             if len(chunk) < size:
                 run.exhausted = True
             if not chunk:
                 break
-            start, attempt = len(run.results), 1
             run.results.extend([_PENDING] * len(chunk))
             run.in_flight += len(chunk)
             self._items += len(chunk)

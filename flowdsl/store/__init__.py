@@ -11,6 +11,7 @@ untrusted file; `PickleSerializer` is opt-in and only for stores you trust.
 from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord, Store
 from ._memory import MemoryStore
 from ._serialize import JsonSerializer, PickleSerializer, SerializationError, Serializer
+from ._sqlite import SqliteStore
 
 __all__ = [
     "CacheEntry",
@@ -23,5 +24,6 @@ __all__ = [
     "RunRecord",
     "SerializationError",
     "Serializer",
+    "SqliteStore",
     "Store",
 ]

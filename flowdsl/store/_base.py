@@ -164,8 +164,10 @@ class Store(Protocol):
     def begin(self, record: RunRecord, owner: str, now: float) -> RunRecord:
         """Create the run, or reopen it if it exists; either way take its lease.
 
-        A reopened run keeps its stored fields (status becomes `"running"`);
-        `record` is only written for a new run.
+        A reopened run keeps its id, inputs, start time and state; its status
+        becomes `"running"`, and it takes the definition (`flow_ref`,
+        `blueprint_hash`, `definition`) of `record`, which the caller has
+        checked against the stored one.
 
         Raises:
             RunLocked: Another owner holds an unexpired lease on the run.

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Tuple
 import attrs
 
 from ..exceptions import RunLocked
-from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord
+from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord, Store
 from ._serialize import JsonSerializer, Serializer
 
 __all__ = ["MemoryStore"]
@@ -16,7 +16,7 @@ __all__ = ["MemoryStore"]
 _Key = Tuple[str, Optional[int]]
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """Keeps runs in memory: the same behaviour as `SqliteStore`, no file.
 
     Values still go through the serializer, so a flow that runs against a
@@ -36,7 +36,7 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._outcomes: dict[str, dict[_Key, Outcome]] = {}
-        self._events: dict[str, list[EventRow]] = {}
+        self._events: dict[str, dict[int, EventRow]] = {}
         self._cache: dict[str, CacheEntry] = {}
 
     def begin(self, record: RunRecord, owner: str, now: float) -> RunRecord:
@@ -46,9 +46,16 @@ class MemoryStore:
             if stored is None:
                 stored = record
                 self._outcomes[record.run_id] = {}
-                self._events[record.run_id] = []
+                self._events[record.run_id] = {}
             else:
-                stored = attrs.evolve(stored, status="running", finished=None)
+                stored = attrs.evolve(
+                    stored,
+                    status="running",
+                    finished=None,
+                    flow_ref=record.flow_ref or stored.flow_ref,
+                    blueprint_hash=record.blueprint_hash,
+                    definition=record.definition,
+                )
             self._runs[record.run_id] = stored
             return stored
 
@@ -71,7 +78,9 @@ class MemoryStore:
                 old = table.get(key)
                 if old is None or old.status != "completed":
                     table[key] = outcome
-            self._events[run_id].extend(events)
+            stored_events = self._events[run_id]
+            for event in events:
+                stored_events.setdefault(event.seq, event)
             record = self._runs[run_id]
             if state is not None:
                 record = attrs.evolve(record, state=state)
@@ -112,7 +121,7 @@ class MemoryStore:
 
     def events(self, run_id: str) -> list[EventRow]:
         with self._lock:
-            return sorted(self._events.get(run_id, []), key=lambda e: e.seq)
+            return sorted(self._events.get(run_id, {}).values(), key=lambda e: e.seq)
 
     def cache_get(self, key: str) -> bytes | None:
         with self._lock:
