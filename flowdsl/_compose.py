@@ -26,6 +26,9 @@ from ._nodes import (
     _BatchBase,
     make_options,
 )
+from ._classnode import _CONTEXT
+from ._context import Context
+from ._durable import CURRENT, crash_point
 from ._result import ChildRun, RunResult
 from .exceptions import BlueprintError, DefinitionError, FlowFailed
 
@@ -72,9 +75,26 @@ def _resolve(child: Any, where: str) -> Flow:
     return found
 
 
-async def _run_child(child: Flow, inputs: Mapping[str, Any], node_id: str) -> RunResult:
-    """Run a child flow; a run that did not complete fails the subflow node."""
-    result = await child.arun(inputs, check=False)
+async def _run_child(
+    child: Flow,
+    inputs: Mapping[str, Any],
+    node_id: str,
+    ctx: Context | None = None,
+) -> RunResult:
+    """Run a child flow; a run that did not complete fails the subflow node.
+
+    In a durable run, the child is recorded in the same store under a run id
+    made of the parent's, the node's and the item's, so that resuming the
+    parent resumes the child where it stopped.
+    """
+    durable = CURRENT.get() if ctx is not None else None
+    if durable is None:
+        result = await child.arun(inputs, check=False)
+    else:
+        crash_point("subflow_enter")
+        assert ctx is not None
+        run_id = durable.child_id(node_id, ctx.item_index)
+        result = await child._arun_child(inputs, durable, run_id)
     if result.status != "completed":
         raise FlowFailed(
             f"subflow {node_id!r} (flow {child.id!r}) did not complete: its "
@@ -121,7 +141,7 @@ def _signature(
         n for n in plan.optional_inputs if n not in plan.required_inputs
     ]
     params: list[inspect.Parameter] = []
-    annotations: dict[str, Any] = {}
+    annotations: dict[str, Any] = {_CONTEXT: Context}
     if item is not None:
         params.append(inspect.Parameter(item, inspect.Parameter.POSITIONAL_OR_KEYWORD))
     for name in names:
@@ -138,6 +158,9 @@ def _signature(
         consumers = plan.input_types.get(name, ())
         if consumers:
             annotations[name] = consumers[0][1]
+    params.append(
+        inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    )
     return inspect.Signature(params), annotations
 
 
@@ -199,7 +222,11 @@ class SubflowNode(BaseNode):
 
     def _engine_function(self) -> Callable[..., Any]:
         async def run_child(**inputs: Any) -> ChildRun:
-            result = await _run_child(self.child, inputs, self.id)
+            ctx = inputs.pop(_CONTEXT)
+            durable_child = not isinstance(self, LoopNode)  # iterations: not yet
+            result = await _run_child(
+                self.child, inputs, self.id, ctx if durable_child else None
+            )
             return ChildRun(result, select_output(result, self.output, self.terminals))
 
         return run_child
@@ -207,7 +234,11 @@ class SubflowNode(BaseNode):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError(f"subflow {self.id!r} takes its inputs by keyword")
-        inputs = {k: v for k, v in kwargs.items() if not isinstance(v, Source)}
+        inputs = {
+            k: v
+            for k, v in kwargs.items()
+            if not isinstance(v, Source) and k != _CONTEXT
+        }
         return select_output(self.child.run(inputs), self.output, self.terminals)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
@@ -250,7 +281,8 @@ class SubflowBatchNode(_BatchBase):
         child_output, terminals = self.child_output, self.terminals
 
         async def run_item(item_value: Any, **inputs: Any) -> Any:
-            result = await _run_child(child, {item: item_value, **inputs}, name)
+            ctx = inputs.pop(_CONTEXT)
+            result = await _run_child(child, {item: item_value, **inputs}, name, ctx)
             return select_output(result, child_output, terminals)
 
         run_item.__signature__ = signature  # type: ignore[attr-defined]

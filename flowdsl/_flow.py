@@ -350,6 +350,26 @@ class Flow:
         )  # fmt: skip
         return self._checked(await driver.run(), check)
 
+    async def _arun_child(
+        self, inputs: Mapping[str, Any], parent: Durable, run_id: str
+    ) -> RunResult:
+        """Run this flow as a subflow's child of a durable run, in its store.
+
+        The child's lease belongs to its parent run, whichever process holds
+        that; its definition was checked with the parent's.
+        """
+        durable, inputs, state = open_run(
+            self, parent.store, run_id, self._check_inputs(inputs, False),
+            commit_every=parent.commit_every, on_change="rerun_changed",
+            owner=f"child of {parent.run_id}",
+        )  # fmt: skip
+        resume: Any = None if state is None else (state, {})
+        driver = self._driver(
+            AsyncDriver, inputs, run_id, resume, durable, None, None, None, None,
+            None, False,
+        )  # fmt: skip
+        return await driver.run()
+
     def _prepare(
         self,
         inputs: Mapping[str, Any] | None,
