@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Iterator, Mapping
 
 import pytest
@@ -23,6 +24,11 @@ class Runner:
             return flow.run(inputs, **options)
         return asyncio.run(flow.arun(inputs, **options))
 
+    def resume(self, flow: fd.Flow, state: Any, **options: Any) -> fd.RunResult:
+        if self.face == "sync":
+            return flow.resume(state, **options)
+        return asyncio.run(flow.aresume(state, **options))
+
     def __repr__(self) -> str:
         return f"Runner({self.face!r})"
 
@@ -40,6 +46,7 @@ def _every_blueprint_round_trips() -> Iterator[None]:
 
     def checked(self: fd.Flow, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
+        self._module = sys._getframe(1).f_globals.get("__name__")  # not this wrapper
         blueprint = self.blueprint
         assert blueprint == fd.Blueprint.from_dict(blueprint.to_dict())
         assert blueprint == fd.Blueprint.from_json(blueprint.to_json())
