@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
+from ._classnode import _CONTEXT
+from ._context import Context
+from ._durable import CURRENT, crash_point
 from ._nodes import (
     BaseNode,
     Condition,
@@ -26,9 +29,6 @@ from ._nodes import (
     _BatchBase,
     make_options,
 )
-from ._classnode import _CONTEXT
-from ._context import Context
-from ._durable import CURRENT, crash_point
 from ._result import ChildRun, RunResult
 from .exceptions import BlueprintError, DefinitionError, FlowFailed
 

@@ -47,7 +47,9 @@ def _code_text(obj: Any) -> str:
 def _bytecode(code: types.CodeType) -> str:
     parts = [code.co_code.hex(), repr(code.co_names)]
     for const in code.co_consts:
-        parts.append(_bytecode(const) if isinstance(const, types.CodeType) else repr(const))
+        parts.append(
+            _bytecode(const) if isinstance(const, types.CodeType) else repr(const)
+        )
     return "|".join(parts)
 
 
@@ -71,11 +73,12 @@ def code_hash(n: PlanNode) -> str:
 
 def _spec(n: PlanNode) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "uses": n.node.reference if n.pause is None else f"{n.pause[0]}",
         "sources": sorted(f"{param}<-{key}" for param, key in n.sources),
         "inputs": sorted(f"{param}<-{name}" for param, name in n.inputs),
         "after": sorted(n.deps),
     }
+    if n.pause is not None or hasattr(n.node, "child"):
+        spec["uses"] = n.node.reference  # a pause, subflow or loop
     if n.batch_input is not None:
         spec["batch_input"] = n.batch_input
         spec["on_error"] = n.on_error

@@ -198,8 +198,7 @@ def open_run(
     rows, seconds = check_commit_every(commit_every)
     if on_change not in ("raise", "rerun_changed"):
         raise DefinitionError(
-            f"{where}: on_change must be 'raise' or 'rerun_changed', got "
-            f"{on_change!r}."
+            f"{where}: on_change must be 'raise' or 'rerun_changed', got {on_change!r}."
         )
     plan = flow._plan
     run_id = run_id if run_id is not None else uuid.uuid4().hex

@@ -110,7 +110,9 @@ class _Driver:
                 renew_every=None if lease is None else lease / 3,
                 now=time.perf_counter(),
             )
-            on_event = journal.event if on_event is None else _both(on_event, journal.event)
+            on_event = (
+                journal.event if on_event is None else _both(on_event, journal.event)
+            )
             first_seq = durable.first_seq
         self._journal = journal
         self._emit = (
@@ -167,7 +169,8 @@ class _Driver:
     def _commit(self, status: str | None = None, state: bytes | None = None) -> None:
         """Write what the journal holds, in one transaction."""
         durable, journal = self._durable, self._journal
-        assert durable is not None and journal is not None
+        assert durable is not None
+        assert journal is not None
         outcomes, events, cache, batch = journal.take(time.perf_counter())
         crash_point("pre_commit")
         if batch:
@@ -182,9 +185,7 @@ class _Driver:
             store.cache_put(entry)
 
     def _maybe_commit(self) -> None:
-        if self._journal is not None and self.scheduler.commit_due(
-            time.perf_counter()
-        ):
+        if self._journal is not None and self.scheduler.commit_due(time.perf_counter()):
             self._commit()
 
     def _final_commit(self, result: RunResult) -> None:

@@ -1149,9 +1149,9 @@ class Scheduler:
 
     def _start_node(self, node_id: str, now: float) -> RunNode | None:
         n = self.plan.nodes[node_id]
-        if n.node.options.cache and self._cache is not None and n.loop is None:
-            if self._from_cache(n, self._arguments(n), now):
-                return None
+        cached = n.node.options.cache and self._cache is not None and n.loop is None
+        if cached and self._from_cache(n, self._arguments(n), now):
+            return None
         inline = not n.is_async and (n.inline or self._inline_sync)
         self._started.setdefault(node_id, now)  # a loop keeps its first start
         attempt = self._attempts.get(node_id, 1)
@@ -1201,7 +1201,8 @@ class Scheduler:
             return
         kwargs = self._arguments(n)
         if n.node.options.cache and self._cache is not None:
-            if self._from_cache(n, {**kwargs, "flowdsl_batch_input": value}, now):
+            arguments = {**kwargs, n.batch_input: value}
+            if self._from_cache(n, arguments, now):
                 return
         self._batches[node_id] = _BatchRun(
             n, iterator, kwargs, self._known.pop(node_id, None),

@@ -210,7 +210,7 @@ class DefinitionChanged(FlowdslError):
         listed = "".join(f"\n  - {d}" for d in self.differences)
         super().__init__(
             f"run {run_id!r} was recorded with a different flow:{listed}\n"
-            "Pass on_change=\"rerun_changed\" to run the changed nodes (and what "
+            'Pass on_change="rerun_changed" to run the changed nodes (and what '
             "depends on them) again, or start a new run."
         )
 

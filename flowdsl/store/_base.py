@@ -18,7 +18,7 @@ replaced by whatever is recorded later for the same key.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import attrs
 
@@ -58,14 +58,14 @@ class RunRecord:
 
     run_id: str
     flow_id: str
-    flow_ref: Optional[str]
+    flow_ref: str | None
     status: str
     started: float
-    finished: Optional[float]
+    finished: float | None
     blueprint_hash: str
     definition: Mapping[str, Any]
     inputs: bytes
-    state: Optional[bytes] = None
+    state: bytes | None = None
 
 
 @attrs.frozen
@@ -89,15 +89,15 @@ class Outcome:
     """
 
     node_id: str
-    item_index: Optional[int]
+    item_index: int | None
     status: str
     attempts: int = 1
-    value: Optional[bytes] = None
-    error_type: Optional[str] = None
-    error: Optional[str] = None
-    action: Optional[str] = None
-    started: Optional[float] = None
-    finished: Optional[float] = None
+    value: bytes | None = None
+    error_type: str | None = None
+    error: str | None = None
+    action: str | None = None
+    started: float | None = None
+    finished: float | None = None
 
 
 @attrs.frozen
@@ -107,9 +107,9 @@ class EventRow:
 
     seq: int
     kind: str
-    node_id: Optional[str]
-    item_index: Optional[int]
-    attempt: Optional[int]
+    node_id: str | None
+    item_index: int | None
+    attempt: int | None
     time: float
     data: str
 

@@ -7,7 +7,8 @@ from typing import Optional, Sequence, Tuple
 
 import attrs
 
-from ..exceptions import RunLocked
+from flowdsl.exceptions import RunLocked
+
 from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord, Store
 from ._serialize import JsonSerializer, Serializer
 

@@ -1,0 +1,677 @@
+"""Durable runs: recording, resume, definitions, caching, pauses and history.
+
+Every behaviour runs on both faces through the `runner` fixture, against a
+`MemoryStore` (the crash and kill -9 tests in test_crash.py use SQLite).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowdsl as fd
+from flowdsl.store import MemoryStore, SerializationError
+
+from . import durable_flows
+from .conftest import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Boom(Exception):
+    """A planned failure."""
+
+
+def counting_store() -> tuple[MemoryStore, list[int]]:
+    """A MemoryStore that counts its commits (rows per commit)."""
+    store = MemoryStore()
+    commits: list[int] = []
+    original = store.commit
+
+    def commit(
+        run_id: str, owner: str, now: float, outcomes: Any = (), *a: Any, **k: Any
+    ) -> None:
+        commits.append(len(outcomes))
+        original(run_id, owner, now, outcomes, *a, **k)
+
+    store.commit = commit  # type: ignore[method-assign]
+    return store, commits
+
+
+class TestRecording:
+    """What a run writes to its store."""
+
+    def test_every_node_and_item_is_recorded_once(self, runner: Runner) -> None:
+        store = MemoryStore()
+        result = runner.run(
+            durable_flows.squares_flow, {"count": 5}, store=store, run_id="r"
+        )
+        assert 30 == result["total"]
+        details = store.get_run("r")
+        assert "completed" == details.record.status
+        assert [0, 1, 4, 9, 16] == [
+            store.serializer.loads(o.value) for o in details.items("square")
+        ]
+        assert [0, 1, 2, 3, 4] == [o.item_index for o in details.items("square")]
+        keys = Counter((o.node_id, o.item_index) for o in details.outcomes)
+        assert {1} == set(keys.values())
+        total = details.node("total")
+        assert total is not None
+        assert 30 == store.serializer.loads(total.value)
+        assert total.started is not None
+        assert total.finished is not None
+        assert total.started <= total.finished
+
+    def test_run_record(self, runner: Runner) -> None:
+        store = MemoryStore()
+        runner.run(durable_flows.squares_flow, {"count": 3}, store=store, run_id="r")
+        (record,) = store.runs()
+        assert ("r", "squares", "completed") == (
+            record.run_id,
+            record.flow_id,
+            record.status,
+        )
+        assert "tests.durable_flows:squares_flow" == record.flow_ref
+        assert {"count": 3} == store.serializer.loads(record.inputs)
+        assert record.finished is not None
+        assert record.started <= record.finished
+        assert {"numbers", "square", "total"} == set(record.definition)
+        assert 64 == len(record.blueprint_hash)
+
+    def test_events_are_recorded_with_increasing_seq(self, runner: Runner) -> None:
+        store = MemoryStore()
+        runner.run(durable_flows.squares_flow, {"count": 3}, store=store, run_id="r")
+        events = store.events("r")
+        seqs = [e.seq for e in events]
+        assert list(range(1, len(seqs) + 1)) == seqs
+        assert "run_start" == events[0].kind
+        assert "run_finish" == events[-1].kind
+        assert {"status": "completed"} == json.loads(events[-1].data)
+
+    def test_default_group_commit_and_commit_every(self, runner: Runner) -> None:
+        @fd.node
+        def items() -> list[int]:
+            return list(range(200))
+
+        @fd.batch(input=items, output="out", inline=True)
+        def work(item: int) -> int:
+            return item
+
+        flow = fd.Flow("many", [items, work])
+        store, commits = counting_store()
+        runner.run(flow, store=store)
+        grouped, grouped_commits = sum(commits), len(commits)
+        store, commits = counting_store()
+        runner.run(flow, store=store, commit_every=100)
+        assert grouped == sum(commits)  # the same rows ...
+        assert len(commits) < grouped_commits  # ... in fewer commits
+        assert len(commits) <= 4
+
+    def test_commit_every_needs_a_store_and_a_sane_value(self, runner: Runner) -> None:
+        flow = durable_flows.squares_flow
+        with pytest.raises(fd.DefinitionError, match="needs a store"):
+            runner.run(flow, {"count": 1}, commit_every=10)
+        for bad in (0, -1, True, 0.0, float("nan"), "10", (10,)):
+            with pytest.raises(fd.DefinitionError, match="commit_every"):
+                runner.run(flow, {"count": 1}, store=MemoryStore(), commit_every=bad)
+
+    def test_not_a_store_is_rejected(self, runner: Runner) -> None:
+        with pytest.raises(fd.DefinitionError, match="store must be"):
+            runner.run(durable_flows.squares_flow, {"count": 1}, store="runs.db")
+
+
+class TestUnserializable:
+    """An output the serializer cannot store fails its node, naming it."""
+
+    def test_node_output(self, runner: Runner) -> None:
+        lock = threading.Lock()
+
+        @fd.node
+        def make() -> Any:
+            return {"ok": 1, "lock": lock}
+
+        store = MemoryStore()
+        result = runner.run(
+            fd.Flow("bad", [make]), store=store, run_id="r", check=False
+        )
+        assert "failed" == result.status
+        (error,) = result.errors
+        assert isinstance(error.exception, SerializationError)
+        message = str(error.exception)
+        assert "'make'" in message
+        assert "lock" in message
+        outcome = store.get_run("r").node("make")
+        assert outcome is not None
+        assert "failed" == outcome.status
+        assert outcome.value is None
+
+    def test_batch_item_output(self, runner: Runner) -> None:
+        @fd.node
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.batch(input=items, output="out", on_error="skip")
+        def work(item: int) -> Any:
+            return object() if item == 2 else item
+
+        store = MemoryStore()
+        result = runner.run(fd.Flow("bad", [items, work]), store=store, run_id="r")
+        assert [1, 3] == result["out"]
+        (error,) = result.errors
+        assert 1 == error.item_index
+        assert "item 1" in str(error.exception)
+        assert "object" in str(error.exception)
+
+    def test_default_path_never_unpickles(
+        self, runner: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("pickle.loads called")
+
+        monkeypatch.setattr(pickle, "loads", refuse)
+        store = MemoryStore()
+        flow = durable_flows.squares_flow
+        runner.run(flow, {"count": 4}, store=store, run_id="r")
+        result = runner.resume(flow, "r", store=store)
+        assert 14 == result["total"]
+
+
+class TestResume:
+    """Recorded nodes and items never run again; attempt numbers go on."""
+
+    def test_a_failed_run_resumes_where_it_failed(self, runner: Runner) -> None:
+        calls: list[str] = []
+        broken = [True]
+
+        @fd.node
+        def a() -> int:
+            calls.append("a")
+            return 1
+
+        @fd.node
+        def b(a: int) -> int:
+            calls.append("b")
+            if broken[0]:
+                raise Boom("down")
+            return a + 1
+
+        @fd.node
+        def c(b: int) -> int:
+            calls.append("c")
+            return b * 10
+
+        flow = fd.Flow("chain", [a, b, c])
+        store = MemoryStore()
+        first = runner.run(flow, store=store, run_id="r", check=False)
+        assert "failed" == first.status
+        assert "failed" == store.get_run("r").record.status
+        broken[0] = False
+        calls.clear()
+        second = runner.resume(flow, "r", store=store)
+        assert ("completed", 20) == (second.status, second["c"])
+        assert ["b", "c"] == calls
+        outcome = store.get_run("r").node("b")
+        assert outcome is not None
+        assert 2 == outcome.attempts
+
+    def test_attempt_numbers_continue_across_resumes(self, runner: Runner) -> None:
+        seen: list[int] = []
+
+        @fd.node(retries=1)
+        def flaky(ctx: fd.Context) -> int:
+            seen.append(ctx.attempt)
+            if ctx.attempt < 4:
+                raise Boom(ctx.attempt)
+            return ctx.attempt
+
+        flow = fd.Flow("flaky", [flaky])
+        store = MemoryStore()
+        assert "failed" == runner.run(flow, store=store, run_id="r", check=False).status
+        assert [1, 2] == seen
+        # The retry budget is spent: each resume gives one more attempt.
+        again = runner.resume(flow, "r", store=store, check=False)
+        assert ("failed", [1, 2, 3]) == (again.status, seen)
+        assert 3 == again.errors[0].attempts
+        result = runner.resume(flow, "r", store=store)
+        assert [1, 2, 3, 4] == seen
+        assert 4 == result["flaky"]
+
+    def test_batch_items_recorded_before_a_failure_do_not_run_again(
+        self, runner: Runner
+    ) -> None:
+        calls: Counter[int] = Counter()
+        lock = threading.Lock()
+        broken = [True]
+
+        @fd.node
+        def items() -> list[int]:
+            return list(range(50))
+
+        @fd.batch(input=items, output="out", concurrency=4)
+        def work(item: int) -> int:
+            with lock:
+                calls[item] += 1
+            if item == 30 and broken[0]:
+                raise Boom(item)
+            return item * 2
+
+        flow = fd.Flow("partial", [items, work])
+        store = MemoryStore()
+        assert "failed" == runner.run(flow, store=store, run_id="r", check=False).status
+        recorded = {
+            o.item_index
+            for o in store.get_run("r").items("work")
+            if o.status == "completed"
+        }
+        assert recorded
+        assert 30 not in recorded
+        broken[0] = False
+        result = runner.resume(flow, "r", store=store)
+        assert [i * 2 for i in range(50)] == result["out"]
+        assert all(1 == calls[i] for i in recorded)
+        assert set(range(50)) == set(calls)
+        rows = Counter(o.item_index for o in store.get_run("r").items("work"))
+        assert {1} == set(rows.values())
+
+    def test_a_completed_run_resumes_without_running_anything(
+        self, runner: Runner
+    ) -> None:
+        calls: list[int] = []
+
+        @fd.node
+        def once() -> int:
+            calls.append(1)
+            return 7
+
+        flow = fd.Flow("once", [once])
+        store = MemoryStore()
+        runner.run(flow, store=store, run_id="r")
+        again = runner.run(flow, store=store, run_id="r")  # the same id: resumed
+        assert (7, [1]) == (again["once"], calls)
+
+    def test_inputs_of_a_stored_run_cannot_change(self, runner: Runner) -> None:
+        store = MemoryStore()
+        flow = durable_flows.squares_flow
+        runner.run(flow, {"count": 2}, store=store, run_id="r")
+        with pytest.raises(fd.DefinitionError, match="other inputs"):
+            runner.run(flow, {"count": 3}, store=store, run_id="r")
+
+    def test_unknown_run_id(self, runner: Runner) -> None:
+        with pytest.raises(fd.DefinitionError, match="no run 'nope'"):
+            runner.resume(durable_flows.squares_flow, "nope", store=MemoryStore())
+
+    def test_a_run_id_without_a_store(self, runner: Runner) -> None:
+        with pytest.raises(fd.DefinitionError, match="needs the store"):
+            runner.resume(durable_flows.squares_flow, "r")
+
+    def test_a_cancelled_run_resumes_to_the_same_output(self, runner: Runner) -> None:
+        token = fd.CancelToken()
+        calls: Counter[int] = Counter()
+
+        @fd.node
+        def items() -> list[int]:
+            return list(range(20))
+
+        @fd.batch(input=items, output="out", concurrency=2)
+        def work(item: int) -> int:
+            calls[item] += 1
+            if item == 5:
+                token.cancel()
+            return item + 100
+
+        flow = fd.Flow("cancel", [items, work])
+        store = MemoryStore()
+        first = runner.run(flow, store=store, run_id="r", cancel=token, check=False)
+        assert "cancelled" == first.status
+        assert "cancelled" == store.get_run("r").record.status
+        result = runner.resume(flow, "r", store=store)
+        assert [i + 100 for i in range(20)] == result["out"]
+        recorded_first = {i for i, n in calls.items() if n > 1}
+        assert set() == recorded_first  # nothing recorded ran twice
+
+    def test_fd_resume_imports_the_flow(self) -> None:
+        store = MemoryStore()
+        durable_flows.squares_flow.run({"count": 4}, store=store, run_id="r")
+        store.delete_outcomes("r", ["total"])
+        result = fd.resume("r", store=store)
+        assert 14 == result["total"]
+
+    def test_fd_resume_without_a_reference(self) -> None:
+        @fd.node
+        def local() -> int:
+            return 1
+
+        store = MemoryStore()
+        fd.Flow("local", [local]).run(store=store, run_id="r")
+        with pytest.raises(fd.DefinitionError, match="importable"):
+            fd.resume("r", store=store)
+
+    def test_events_number_on_after_a_resume(self, runner: Runner) -> None:
+        store = MemoryStore()
+        flow = durable_flows.squares_flow
+        runner.run(flow, {"count": 3}, store=store, run_id="r")
+        store.delete_outcomes("r", ["total"])
+        runner.resume(flow, "r", store=store)
+        seqs = [e.seq for e in store.events("r")]
+        assert list(range(1, len(seqs) + 1)) == seqs
+
+
+class TestSubflows:
+    def test_children_are_recorded_and_not_rerun(self, runner: Runner) -> None:
+        calls: Counter[int] = Counter()
+        broken = [True]
+
+        @fd.node
+        def double(x: int) -> int:
+            calls[x] += 1
+            return 2 * x
+
+        child = fd.Flow("child", [double])
+
+        @fd.node
+        def nums() -> list[int]:
+            return [1, 2, 3]
+
+        each = fd.subflow(child, over=nums, item="x", id="each")
+
+        @fd.node
+        def total(each: list[int]) -> int:
+            if broken[0]:
+                raise Boom("not yet")
+            return sum(each)
+
+        flow = fd.Flow("parent", [nums, each, total])
+        store = MemoryStore()
+        assert "failed" == runner.run(flow, store=store, run_id="p", check=False).status
+        assert {"p", "p/each[0]", "p/each[1]", "p/each[2]"} == {
+            r.run_id for r in store.runs()
+        }
+        broken[0] = False
+        assert 12 == runner.resume(flow, "p", store=store)["total"]
+        assert {1: 1, 2: 1, 3: 1} == dict(calls)
+
+
+class TestLeases:
+    def test_a_run_held_by_another_owner_is_locked(self, runner: Runner) -> None:
+        calls: list[int] = []
+
+        @fd.node
+        def work() -> int:
+            calls.append(1)
+            return 1
+
+        flow = fd.Flow("locked", [work])
+        store = MemoryStore(lease=30.0)
+        runner.run(flow, store=store, run_id="r")
+        held = store.get_run("r").record
+        store.begin(held, "someone else", held.started + 10**9 - 10**9 + 1e12)
+        with pytest.raises(fd.RunLocked, match="'r'"):
+            runner.resume(flow, "r", store=store)
+        assert [1] == calls
+
+
+class TestDefinitionChanged:
+    """Resuming a run whose flow changed lists every difference."""
+
+    @staticmethod
+    def base() -> tuple[Any, Any, Any]:
+        @fd.node
+        def source() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.node
+        def other() -> list[int]:
+            return [4, 5]
+
+        @fd.batch(input=source, output="out")
+        def work(item: int) -> int:
+            return item + 1
+
+        return source, other, work
+
+    def stored(self) -> MemoryStore:
+        source, other, work = self.base()
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            return sum(out)
+
+        store = MemoryStore()
+        fd.Flow("f", [source, other, work, total]).run(store=store, run_id="r")
+        return store
+
+    def test_edited_body(self, runner: Runner) -> None:
+        store = self.stored()
+        source, other, work = self.base()
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            return sum(out) * 2  # edited
+
+        flow = fd.Flow("f", [source, other, work, total])
+        with pytest.raises(fd.DefinitionChanged) as info:
+            runner.resume(flow, "r", store=store)
+        assert ("node 'total': its code changed",) == info.value.differences
+
+    def test_renamed_node(self, runner: Runner) -> None:
+        store = self.stored()
+        source, other, work = self.base()
+
+        @fd.node(id="sum_all")
+        def total(out: list[int]) -> int:
+            return sum(out)
+
+        flow = fd.Flow("f", [source, other, work, total])
+        with pytest.raises(fd.DefinitionChanged) as info:
+            runner.resume(flow, "r", store=store)
+        assert (
+            "node 'sum_all' is new",
+            "node 'total' was removed",
+        ) == info.value.differences
+
+    def test_removed_node(self, runner: Runner) -> None:
+        store = self.stored()
+        source, other, work = self.base()
+        flow = fd.Flow("f", [source, other, work])
+        with pytest.raises(fd.DefinitionChanged) as info:
+            runner.resume(flow, "r", store=store)
+        assert ("node 'total' was removed",) == info.value.differences
+        assert "total" in str(info.value)
+
+    def test_changed_batch_input(self, runner: Runner) -> None:
+        store = self.stored()
+        source, other, _ = self.base()
+
+        @fd.batch(input=other, output="out")
+        def work(item: int) -> int:
+            return item + 1
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            return sum(out)
+
+        flow = fd.Flow("f", [source, other, work, total])
+        with pytest.raises(fd.DefinitionChanged) as info:
+            runner.resume(flow, "r", store=store)
+        (line,) = info.value.differences
+        assert line.startswith("node 'work': ")
+        assert "batch_input 'source' -> 'other'" in line
+
+    def test_rerun_changed_runs_the_changed_node_and_its_dependents(
+        self, runner: Runner
+    ) -> None:
+        store = self.stored()
+        source, other, work = self.base()
+        calls: list[str] = []
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            calls.append("total")
+            return sum(out) * 2
+
+        @fd.node
+        def report(total: int) -> str:
+            calls.append("report")
+            return f"total {total}"
+
+        flow = fd.Flow("f", [source, other, work, total, report])
+        result = runner.resume(flow, "r", store=store, on_change="rerun_changed")
+        assert ("total 18", ["total", "report"]) == (result["report"], calls)
+        calls.clear()
+        again = runner.resume(flow, "r", store=store)  # now recorded as it is
+        assert ("total 18", []) == (again["report"], calls)
+
+
+class TestCache:
+    """`cache=True` reuses a stored output across runs."""
+
+    def test_the_body_does_not_run_again(self, runner: Runner) -> None:
+        calls: list[int] = []
+
+        @fd.node(cache=True)
+        def expensive(x: int) -> int:
+            calls.append(x)
+            return x * 10
+
+        flow = fd.Flow("cached", [expensive])
+        store = MemoryStore()
+        assert 10 == runner.run(flow, {"x": 1}, store=store)["expensive"]
+        assert 10 == runner.run(flow, {"x": 1}, store=store)["expensive"]
+        assert 20 == runner.run(flow, {"x": 2}, store=store)["expensive"]
+        assert [1, 2] == calls
+
+    def test_changed_code_invalidates(self, runner: Runner) -> None:
+        store = MemoryStore()
+
+        @fd.node(cache=True, id="expensive")
+        def first(x: int) -> int:
+            return x * 10
+
+        @fd.node(cache=True, id="expensive")
+        def second(x: int) -> int:
+            return x * 100
+
+        assert (
+            10 == runner.run(fd.Flow("c", [first]), {"x": 1}, store=store)["expensive"]
+        )
+        assert (
+            100
+            == runner.run(fd.Flow("c", [second]), {"x": 1}, store=store)["expensive"]
+        )
+
+    def test_cache_key(self, runner: Runner) -> None:
+        calls: list[str] = []
+
+        @fd.node(cache_key=lambda name: name.lower())
+        def greet(name: str) -> str:
+            calls.append(name)
+            return f"hello {name.lower()}"
+
+        flow = fd.Flow("greet", [greet])
+        store = MemoryStore()
+        runner.run(flow, {"name": "Ada"}, store=store)
+        assert "hello ada" == runner.run(flow, {"name": "ADA"}, store=store)["greet"]
+        assert ["Ada"] == calls
+
+    def test_a_cached_batch(self, runner: Runner) -> None:
+        calls: list[int] = []
+
+        @fd.node
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.batch(input=items, output="out", cache=True)
+        def work(item: int) -> int:
+            calls.append(item)
+            return item * 2
+
+        flow = fd.Flow("cb", [items, work])
+        store = MemoryStore()
+        runner.run(flow, store=store)
+        assert [2, 4, 6] == runner.run(flow, store=store)["out"]
+        assert [1, 2, 3] == sorted(calls)
+
+    def test_no_store_no_cache(self, runner: Runner) -> None:
+        calls: list[int] = []
+
+        @fd.node(cache=True)
+        def expensive() -> int:
+            calls.append(1)
+            return 1
+
+        flow = fd.Flow("nocache", [expensive])
+        runner.run(flow)
+        runner.run(flow)
+        assert [1, 1] == calls
+
+    def test_bad_options(self) -> None:
+        def one() -> int:
+            return 1
+
+        with pytest.raises(fd.DefinitionError, match="cache must be True or False"):
+            fd.node(cache=1)(one)
+        with pytest.raises(fd.DefinitionError, match="cache_key must be a callable"):
+            fd.node(cache_key="x")(one)  # type: ignore[arg-type]
+
+
+class TestPauses:
+    def test_wait_resumed_by_run_id(self, runner: Runner) -> None:
+        store = MemoryStore()
+        flow = durable_flows.approval_flow
+        paused = runner.run(flow, store=store, run_id="r")
+        assert ("awaiting", ("approval",)) == (paused.status, paused.waiting_for)
+        assert "awaiting" == store.get_run("r").record.status
+        done = runner.resume(flow, "r", store=store, events={"approval": "yes"})
+        assert "decided: yes" == done["decide"]
+
+    def test_context_survives_the_pause(self, runner: Runner) -> None:
+        @fd.node
+        def remember(ctx: fd.Context) -> int:
+            ctx.set("who", "ada")
+            return 1
+
+        gate = fd.wait_for("go", after=[remember])
+
+        @fd.node
+        def use(go: str, ctx: fd.Context) -> str:
+            return f"{ctx.get('who')} {go}"
+
+        flow = fd.Flow("ctx", [remember, gate, use])
+        store = MemoryStore()
+        runner.run(flow, store=store, run_id="r")
+        assert (
+            "ada now"
+            == runner.resume(flow, "r", store=store, events={"go": "now"})["use"]
+        )
+
+    def test_across_processes(self, tmp_path: Path) -> None:
+        db = tmp_path / "runs.db"
+        script = (
+            "import sys, flowdsl as fd\n"
+            "from flowdsl.store import SqliteStore\n"
+            "from tests import durable_flows\n"
+            "store = SqliteStore(sys.argv[1])\n"
+            "if sys.argv[2] == 'start':\n"
+            "    r = durable_flows.approval_flow.run(store=store, run_id='r')\n"
+            "else:\n"
+            "    r = fd.resume('r', store=store, events={'approval': 'ok'})\n"
+            "print(r.status, r.outputs.get('decide'))\n"
+        )
+        env = {"PYTHONPATH": str(ROOT), "PATH": ""}
+        outputs = []
+        for step in ("start", "finish"):
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(db), step],
+                capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+            )  # fmt: skip
+            assert 0 == done.returncode, done.stderr
+            outputs.append(done.stdout.strip())
+        assert ["awaiting None", "completed decided: ok"] == outputs
