@@ -27,7 +27,7 @@ import attrs
 
 from flowdsl.exceptions import DefinitionError, FlowdslError, RunLocked
 
-from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord
+from ._base import CacheEntry, EventRow, Outcome, RunDetails, RunRecord, Store
 from ._serialize import JsonSerializer, Serializer
 
 __all__ = ["SqliteStore"]
@@ -47,6 +47,9 @@ _BEGIN_READ: Final = "BEGIN DEFERRED"
 _COMMIT: Final = "COMMIT"
 _ROLLBACK: Final = "ROLLBACK"
 _JOURNAL_WAL: Final = "PRAGMA journal_mode=WAL"
+#: SQLite's primary result codes for "another connection holds the lock".
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
 
 #: The allowed `synchronous=` values and the statement that sets each.
 _SYNCHRONOUS: Final[Mapping[str, str]] = {
@@ -115,7 +118,8 @@ _TEMPLATES: Final[Mapping[str, str]] = {
         "FROM {p}runs WHERE flow_id = ? ORDER BY started, run_id"
     ),
     "reopen_run": (
-        "UPDATE {p}runs SET status = 'running', finished = NULL WHERE run_id = ?"
+        "UPDATE {p}runs SET status = 'running', finished = NULL, flow_ref = ?, "
+        "blueprint_hash = ?, definition = ? WHERE run_id = ?"
     ),
     "set_state": "UPDATE {p}runs SET state = ? WHERE run_id = ?",
     "set_status": "UPDATE {p}runs SET status = ?, finished = ? WHERE run_id = ?",
@@ -241,6 +245,35 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL mode, waiting up to `timeout` for other processes.
+
+    SQLite does not call its busy handler when two connections switch a new
+    file's journal mode at once (one of them would deadlock), so a process
+    that loses the race retries here until the winner is done.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute(_JOURNAL_WAL)
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "database is locked" in str(exc)
+
+
+def _definition_json(definition: Mapping[str, Any]) -> str:
+    return json.dumps(dict(definition), sort_keys=True)
+
+
 def _run_record(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
         run_id=row[0],
@@ -297,7 +330,7 @@ def _event_params(run_id: str, e: EventRow) -> tuple[Any, ...]:
     return (run_id, e.seq, e.kind, e.node_id, e.item_index, e.attempt, e.time, e.data)
 
 
-class SqliteStore:
+class SqliteStore(Store):
     """Records runs in a SQLite file: durable, and shared safely by processes.
 
     Each method is one transaction: a crash leaves every `commit` either
@@ -355,7 +388,7 @@ class SqliteStore:
         )
         try:
             self._conn.execute(_SYNCHRONOUS[self._synchronous])
-            self._conn.execute(_JOURNAL_WAL)
+            _use_wal(self._conn, wait)
             self._migrate()
         except BaseException:
             self._conn.close()
@@ -377,8 +410,11 @@ class SqliteStore:
     def begin(self, record: RunRecord, owner: str, now: float) -> RunRecord:
         """Create the run, or reopen it if it exists; either way take its lease.
 
-        A reopened run keeps its stored fields (status becomes `"running"`);
-        `record` is only written for a new run.
+        A reopened run keeps its id, inputs, start time and state; its status
+        becomes `"running"`, and it takes the definition (`flow_ref`,
+        `blueprint_hash`, `definition`) of `record`, which the caller has
+        checked against the stored one (a None `flow_ref` keeps the stored
+        one).
 
         Args:
             record: The run to create.
@@ -397,8 +433,22 @@ class SqliteStore:
                 self._insert_run(conn, record, owner, now)
                 return record
             self._take_lease(conn, record.run_id, owner, now)
-            conn.execute(self._sql["reopen_run"], (record.run_id,))
-            return attrs.evolve(stored, status="running", finished=None)
+            reopened = attrs.evolve(
+                stored,
+                status="running",
+                finished=None,
+                flow_ref=record.flow_ref or stored.flow_ref,
+                blueprint_hash=record.blueprint_hash,
+                definition=record.definition,
+            )
+            params = (
+                reopened.flow_ref,
+                reopened.blueprint_hash,
+                _definition_json(reopened.definition),
+                record.run_id,
+            )
+            conn.execute(self._sql["reopen_run"], params)
+            return reopened
 
     def commit(
         self,
@@ -627,7 +677,7 @@ class SqliteStore:
         held: tuple[str | None, float | None] = (None, None)
         if self.lease is not None:
             held = (owner, now + self.lease)
-        definition = json.dumps(dict(record.definition), sort_keys=True)
+        definition = _definition_json(record.definition)
         params = (
             record.run_id,
             record.flow_id,
