@@ -48,6 +48,7 @@ from .exceptions import NodeTimeout as NodeTimeout
 from .exceptions import RecordedError as RecordedError
 from .exceptions import RunLocked as RunLocked
 from .store import MemoryStore as MemoryStore
+from .store import SqliteStore as SqliteStore
 
 __all__ = [
     "Action",
@@ -85,6 +86,7 @@ __all__ = [
     "RunError",
     "RunLocked",
     "RunResult",
+    "SqliteStore",
     "batch",
     "loop",
     "node",

@@ -50,6 +50,7 @@ class TestExports:
             "RunError",
             "RunLocked",
             "RunResult",
+            "SqliteStore",
             "batch",
             "loop",
             "node",

@@ -29,7 +29,10 @@ def test_docs_have_code() -> None:
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
-def test_code_blocks_run(path: Path) -> None:
+def test_code_blocks_run(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # files a block writes land in a scratch folder
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for number, source in enumerate(blocks(path), 1):
         name = f"{path.name}[block {number}]"

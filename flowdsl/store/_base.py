@@ -215,6 +215,14 @@ class Store(Protocol):
         """
         ...
 
+    def run(self, run_id: str) -> RunDetails:
+        """The same as `get_run`.
+
+        Raises:
+            KeyError: There is no such run.
+        """
+        return self.get_run(run_id)
+
     def events(self, run_id: str) -> list[EventRow]:
         """The run's events, in `seq` order."""
         ...
