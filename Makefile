@@ -36,6 +36,7 @@ test: lint typecheck pytest
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/durable.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

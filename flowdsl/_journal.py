@@ -144,7 +144,13 @@ class Journal:
         self.add(outcome, now)
 
     def event(self, event: Event) -> None:
-        """Keep an event for the next commit (a listener; any thread)."""
+        """Keep an event for the next commit (a listener; any thread).
+
+        `batch_progress` events are not kept: the items' outcomes say the
+        same, and a batch sends one per finished chunk.
+        """
+        if event.kind == "batch_progress":
+            return
         row = EventRow(
             event.seq, event.kind, event.node_id, event.item_index, event.attempt,
             event.time, _event_data(event.data),

@@ -58,6 +58,7 @@ __all__ = ["AsyncDriver", "SyncDriver"]
 
 _CANCEL: Any = object()  # queued by a CancelToken for the sync face
 _log = logging.getLogger("flowdsl")
+_BACKOFF_CRASH = crash_planned("backoff_sleep")  # a test's crash point is set
 
 
 def _both(first: Listener, second: Listener) -> Listener:
@@ -469,7 +470,7 @@ class SyncDriver(_Driver):
         """Wait for one outcome (or the next timer) and act on it."""
         wakeup = self.scheduler.next_wakeup
         timeout = None if wakeup is None else max(0.0, wakeup - time.perf_counter())
-        if self._journal is not None and self.scheduler.retrying:
+        if _BACKOFF_CRASH and self.scheduler.retrying:
             crash_point("backoff_sleep")
         try:
             item = self._done.get(timeout=timeout)
@@ -582,7 +583,7 @@ class AsyncDriver(_Driver):
             if self.scheduler.commit_due(time.perf_counter()):
                 # After the callbacks already queued: one commit for them all.
                 self._commit_soon = self._loop.call_soon(self._group_commit)
-            elif self.scheduler.retrying:
+            elif _BACKOFF_CRASH and self.scheduler.retrying:
                 crash_point("backoff_sleep")
         if self.scheduler.finished:
             if not self._finished.done():
