@@ -116,6 +116,9 @@ class _Driver:
             )
             first_seq = durable.first_seq
         self._journal = journal
+        # The sync face commits when no outcome waits, or once this many
+        # results wait: under constant load the queue may never run dry.
+        self._group_limit = max(1, concurrency or executor.slots or 64)
         self._emit = (
             None if on_event is None else EventSink(run_id, on_event, first_seq)
         )
@@ -485,7 +488,10 @@ class SyncDriver(_Driver):
         self._dispatch(self._settle(command, future))
         if wakeup is not None and time.perf_counter() >= wakeup:
             self._tick()
-        if self._journal is not None and self._done.empty():
+        journal = self._journal
+        if journal is not None and (
+            self._done.empty() or len(journal.outcomes) >= self._group_limit
+        ):
             self._maybe_commit()  # group commit: whatever finished meanwhile
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:

@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -366,7 +367,7 @@ class TestResume:
         runner.resume(flow, "r", store=store)
         seqs = [e.seq for e in store.events("r")]
         assert sorted(set(seqs)) == seqs
-        assert before + 1 == [s for s in seqs if s > before][0]  # numbered on
+        assert before + 1 == next(s for s in seqs if s > before)  # numbered on
 
 
 class TestSubflows:
@@ -656,6 +657,23 @@ class TestPauses:
             "ada now"
             == runner.resume(flow, "r", store=store, events={"go": "now"})["use"]
         )
+
+    def test_durable_sleep_resumed_by_run_id(self, runner: Runner) -> None:
+        nap = fd.sleep(0.3, id="nap", durable=True)
+
+        @fd.node(after=[nap])
+        def wake() -> str:
+            return "awake"
+
+        flow = fd.Flow("nap", [nap, wake])
+        store = MemoryStore()
+        paused = runner.run(flow, store=store, run_id="r")
+        assert "awaiting" == paused.status
+        assert paused.wake_at is not None
+        early = runner.resume(flow, "r", store=store)
+        assert ("awaiting", paused.wake_at) == (early.status, early.wake_at)
+        time.sleep(max(0.0, paused.wake_at - time.time()) + 0.05)
+        assert "awake" == runner.resume(flow, "r", store=store)["wake"]
 
     def test_across_processes(self, tmp_path: Path) -> None:
         db = tmp_path / "runs.db"
