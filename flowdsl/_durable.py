@@ -112,6 +112,8 @@ class Durable:
         seconds: `commit_every` seconds, or None.
         first_seq: The seq of the run's first new event.
         commit_every: As given, for child runs.
+        renew: Whether to renew the lease while running (a child run's lease
+            is its parent's to keep).
     """
 
     store: Store
@@ -121,6 +123,7 @@ class Durable:
     seconds: float | None = None
     first_seq: int = 1
     commit_every: CommitEvery = None
+    renew: bool = True
 
     def child_id(self, node_id: str, index: int | None) -> str:
         """The run id of a subflow's child run (stable across resumes)."""

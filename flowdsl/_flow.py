@@ -363,6 +363,7 @@ class Flow:
             commit_every=parent.commit_every, on_change="rerun_changed",
             owner=f"child of {parent.run_id}",
         )  # fmt: skip
+        durable.renew = False
         resume: Any = None if state is None else (state, {})
         driver = self._driver(
             AsyncDriver, inputs, run_id, resume, durable, None, None, None, None,

@@ -88,8 +88,6 @@ class Journal:
         serializer: The store's serializer.
         rows: Commit once this many rows wait (None: as soon as any do).
         seconds: Commit once the oldest row has waited this long.
-        renew_every: Commit (renewing the lease) at least this often.
-        now: The faces' clock when the run starts.
     """
 
     def __init__(
@@ -98,19 +96,15 @@ class Journal:
         *,
         rows: int | None = None,
         seconds: float | None = None,
-        renew_every: float | None = None,
-        now: float = 0.0,
     ) -> None:
         self.serializer = serializer
         self._rows = rows
         self._seconds = seconds
-        self._renew_every = renew_every
         self.outcomes: list[Outcome] = []
         self.cache: list[CacheEntry] = []
         self._events: list[EventRow] = []
         self._events_lock = threading.Lock()  # events come from any thread
         self._oldest: float | None = None  # faces' clock: first row waiting
-        self._last_commit = now
         self.batch_rows = False  # a completed batch waits in this group
 
     # -- writing rows -----------------------------------------------------------
@@ -174,21 +168,15 @@ class Journal:
                 return True
             if seconds is not None and oldest is not None and now - oldest >= seconds:
                 return True
-        renew = self._renew_every
-        return renew is not None and now - self._last_commit >= renew
+        return False
 
     def wakeup(self) -> float | None:
         """When a commit falls due with nothing else happening (faces' clock)."""
-        dues = []
         if self._seconds is not None and self._oldest is not None:
-            dues.append(self._oldest + self._seconds)
-        if self._renew_every is not None:
-            dues.append(self._last_commit + self._renew_every)
-        return min(dues) if dues else None
+            return self._oldest + self._seconds
+        return None
 
-    def take(
-        self, now: float
-    ) -> tuple[list[Outcome], list[EventRow], list[CacheEntry], bool]:
+    def take(self) -> tuple[list[Outcome], list[EventRow], list[CacheEntry], bool]:
         """Everything waiting, for one commit; the journal starts afresh."""
         outcomes, self.outcomes = self.outcomes, []
         cache, self.cache = self.cache, []
@@ -196,5 +184,4 @@ class Journal:
             events, self._events = self._events, []
         batch, self.batch_rows = self.batch_rows, False
         self._oldest = None
-        self._last_commit = now
         return outcomes, events, cache, batch

@@ -103,13 +103,8 @@ class _Driver:
         journal = None
         first_seq = 1
         if durable is not None:
-            lease = durable.store.lease
             journal = Journal(
-                durable.store.serializer,
-                rows=durable.rows,
-                seconds=durable.seconds,
-                renew_every=None if lease is None else lease / 3,
-                now=time.perf_counter(),
+                durable.store.serializer, rows=durable.rows, seconds=durable.seconds
             )
             on_event = (
                 journal.event if on_event is None else _both(on_event, journal.event)
@@ -175,7 +170,7 @@ class _Driver:
         durable, journal = self._durable, self._journal
         assert durable is not None
         assert journal is not None
-        outcomes, events, cache, batch = journal.take(time.perf_counter())
+        outcomes, events, cache, batch = journal.take()
         crash_point("pre_commit")
         if batch:
             crash_point("batch_flush")
@@ -187,6 +182,42 @@ class _Driver:
         crash_point("post_commit")
         for entry in cache:
             store.cache_put(entry)
+
+    def _keep_lease(self, lost: Callable[[], Any]) -> Callable[[], None]:
+        """Renew the run's lease every third of its length until stopped.
+
+        A thread of its own: a node running on the scheduler's thread (inline,
+        or alone in a sync run) must not let the lease lapse. If the lease is
+        lost to another process anyway, `lost` is called (it cancels the run)
+        and the final commit raises `RunLocked`.
+
+        Returns:
+            Stops the renewals (and waits for the thread).
+        """
+        durable = self._durable
+        lease = None if durable is None else durable.store.lease
+        if durable is None or lease is None or not durable.renew:
+            return lambda: None
+        store, run_id, owner = durable.store, durable.run_id, durable.owner
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(lease / 3):
+                try:
+                    store.commit(run_id, owner, time.time())
+                except Exception:
+                    _log.exception("run %r: lost its lease", run_id)
+                    lost()
+                    return
+
+        thread = threading.Thread(target=renew, name="flowdsl-lease", daemon=True)
+        thread.start()
+
+        def stop_renewing() -> None:
+            stop.set()
+            thread.join()
+
+        return stop_renewing
 
     def _maybe_commit(self) -> None:
         if self._journal is not None and self.scheduler.commit_due(time.perf_counter()):
@@ -439,6 +470,7 @@ class SyncDriver(_Driver):
             remove = self._token.on_cancel(wake)
         interrupted: KeyboardInterrupt | None = None
         current = CURRENT.set(self._durable)
+        stop_lease = self._keep_lease(lambda: self._done.put(_CANCEL))
         try:
             try:
                 self._start()
@@ -450,6 +482,7 @@ class SyncDriver(_Driver):
                     self._dispatch(self._feed_error(self._inline, exc))
                 self._wait()
         finally:
+            stop_lease()
             CURRENT.reset(current)
             if remove is not None:
                 remove()
@@ -557,6 +590,9 @@ class AsyncDriver(_Driver):
 
             remove = self._token.on_cancel(wake)
         current = CURRENT.set(self._durable)
+        stop_lease = self._keep_lease(
+            lambda: loop.call_soon_threadsafe(self._guarded, self._cancel)
+        )
         try:
             self._start()
             self._after_dispatch()
@@ -568,6 +604,7 @@ class AsyncDriver(_Driver):
                     await asyncio.shield(self._finished)  # the grace, at most
                 raise
         finally:
+            stop_lease()
             CURRENT.reset(current)
             if remove is not None:
                 remove()

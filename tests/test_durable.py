@@ -423,6 +423,28 @@ class TestLeases:
             runner.resume(flow, "r", store=store)
         assert [1] == calls
 
+    def test_a_lost_lease_stops_the_run(self, runner: Runner) -> None:
+        store = MemoryStore(lease=0.3)
+        later: list[str] = []
+
+        @fd.node
+        def steal(ctx: fd.Context) -> int:
+            record = store.get_run(ctx.run_id).record
+            # Another process whose clock says the lease ran out takes it.
+            store.begin(record, "thief", time.time() + 60)
+            time.sleep(0.5)  # meanwhile the lease keeper finds it lost
+            return 1
+
+        @fd.node
+        def after(steal: int) -> int:
+            later.append("after")
+            return steal
+
+        flow = fd.Flow("stolen", [steal, after])
+        with pytest.raises(fd.RunLocked, match="thief"):
+            runner.run(flow, store=store, run_id="r")
+        assert [] == later
+
 
 class TestDefinitionChanged:
     """Resuming a run whose flow changed lists every difference."""
