@@ -89,8 +89,24 @@ def _spec(n: PlanNode) -> dict[str, Any]:
     if n.pause is not None:
         spec["pause"] = json.loads(json.dumps(n.pause, default=str))
     if n.when is not None:
-        spec["when"] = getattr(n.when, "source", None) or _code_text(n.when)
+        spec["when"] = _condition_text(n.when)
+    node = n.node
+    for name in ("output", "child_output"):  # what a subflow publishes
+        if hasattr(node, name) and hasattr(node, "child"):
+            spec["output"] = getattr(node, name)
+    if n.loop is not None:
+        spec["loop"] = {
+            "while": _condition_text(n.loop.condition),
+            "carry": dict(n.loop.carry),
+            "max_iterations": n.loop.max_iterations,
+        }
     return spec
+
+
+def _condition_text(condition: Any) -> str:
+    """An expression's source, or a callable condition's code."""
+    source = getattr(condition, "source", None)
+    return source if isinstance(source, str) else _code_text(condition)
 
 
 def definition(plan: Plan) -> dict[str, dict[str, Any]]:

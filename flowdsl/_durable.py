@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from ._plan import Plan, PlanNode
 from ._result import ItemError
 from .exceptions import DefinitionChanged, DefinitionError, RecordedError
 from .store._base import RunDetails, RunRecord, Store
+from .store._serialize import Serializer
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -70,10 +72,13 @@ def _crash_plan() -> tuple[str, int] | None:
         return None
     point, _, count = spec.partition(":")
     if point not in CRASH_POINTS or not count.isdigit() or int(count) < 1:
-        raise DefinitionError(
-            f"FLOWDSL_CRASH={spec!r}: expected point:n with point one of "
-            f"{', '.join(CRASH_POINTS)} and n >= 1."
+        logging.getLogger("flowdsl").warning(
+            "FLOWDSL_CRASH=%r ignored: expected point:n with point one of %s "
+            "and n >= 1.",
+            spec,
+            ", ".join(CRASH_POINTS),
         )
+        return None
     return point, int(count)
 
 
@@ -260,13 +265,15 @@ def open_run(
     return durable, state["inputs"], state
 
 
-def restore_state(plan: Plan, details: RunDetails, serializer: Any) -> dict[str, Any]:
+def restore_state(
+    plan: Plan, details: RunDetails, serializer: Serializer
+) -> dict[str, Any]:
     """A stored run as the state `Scheduler.resume_from` takes."""
     record = details.record
     extra = serializer.loads(record.state) if record.state else {}
     status: dict[str, str] = {}
     outputs: dict[str, Any] = {}
-    actions: dict[str, str] = dict(extra.get("actions", {}))
+    actions: dict[str, str] = {}  # from outcomes: forgotten nodes' go with them
     attempts: dict[str, int] = {}
     items: dict[str, dict[int, tuple[Any, ...]]] = {}
     item_attempts: dict[str, dict[int, int]] = {}
@@ -279,25 +286,25 @@ def restore_state(plan: Plan, details: RunDetails, serializer: Any) -> dict[str,
                 status[n.id] = "completed"
                 if o.action is not None:
                     actions[n.id] = o.action
-                if not n.is_batch:
+                if o.value is not None:  # a batch's is in its items, unless cached
                     outputs[n.key] = serializer.loads(o.value)
             elif o.status == "skipped":
                 status[n.id] = "skipped"
             else:
                 attempts[n.id] = o.attempts
-        elif o.status == "completed":
+        elif o.status == "completed" and o.value is not None:
             value = serializer.loads(o.value)
             items.setdefault(n.id, {})[o.item_index] = ("ok", value)
         elif o.status == "failed" and n.on_error != "raise":
             error = RecordedError(o.error_type or "Exception", o.error or "")
-            known = ("error", error, o.attempts)
-            items.setdefault(n.id, {})[o.item_index] = known
+            items.setdefault(n.id, {})[o.item_index] = ("error", error, o.attempts)
         else:
             item_attempts.setdefault(n.id, {})[o.item_index] = o.attempts
     for node_id, s in status.items():
         n = plan.nodes[node_id]
         if s == "completed" and n.is_batch:
-            outputs[n.key] = _gathered(n, items.pop(node_id, {}))
+            known = items.pop(node_id, {})
+            outputs.setdefault(n.key, _gathered(n, known))
             item_attempts.pop(node_id, None)
     return {
         "version": 1,

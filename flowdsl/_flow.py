@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import sys
 import types
@@ -24,6 +26,7 @@ from ._durable import Durable, OnChange, open_run
 from ._events import Listener
 from ._inference import Binding
 from ._journal import CommitEvery
+from ._middleware import split_middleware
 from ._nodes import BaseNode, _BatchBase, node_options
 from ._plan import Plan
 from ._result import RunResult
@@ -185,8 +188,8 @@ class Flow:
         """
         driver = self._driver(
             SyncDriver,
-            *self._prepare(inputs, validate_inputs, store, run_id, commit_every,
-                           on_change),
+            functools.partial(self._prepare, inputs, validate_inputs, store, run_id,
+                              commit_every, on_change),
             concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(driver.run(), check)
@@ -236,8 +239,8 @@ class Flow:
         """
         driver = self._driver(
             AsyncDriver,
-            *self._prepare(inputs, validate_inputs, store, run_id, commit_every,
-                           on_change),
+            functools.partial(self._prepare, inputs, validate_inputs, store, run_id,
+                              commit_every, on_change),
             concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
@@ -297,7 +300,9 @@ class Flow:
             FlowFailed: The run failed and `check` is true.
         """
         driver = self._driver(
-            SyncDriver, *self._reopen(state, events, store, on_change, commit_every),
+            SyncDriver,
+            functools.partial(self._reopen, state, events, store, on_change,
+                              commit_every),
             concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(driver.run(), check)
@@ -345,7 +350,9 @@ class Flow:
             FlowFailed: The run failed and `check` is true.
         """
         driver = self._driver(
-            AsyncDriver, *self._reopen(state, events, store, on_change, commit_every),
+            AsyncDriver,
+            functools.partial(self._reopen, state, events, store, on_change,
+                              commit_every),
             concurrency, executor, on_event, cancel, middleware, progress,
         )  # fmt: skip
         return self._checked(await driver.run(), check)
@@ -356,19 +363,25 @@ class Flow:
         """Run this flow as a subflow's child of a durable run, in its store.
 
         The child's lease belongs to its parent run, whichever process holds
-        that; its definition was checked with the parent's.
+        that; its definition was checked with the parent's. Its run id ends
+        with a hash of its inputs: if a resumed parent (with
+        `on_change="rerun_changed"`) gives a child other inputs, that is
+        another child run.
         """
+        given = self._check_inputs(inputs, False)
+        encoded = parent.store.serializer.dumps(dict(given), node_id=run_id)
+        run_id = f"{run_id}@{hashlib.sha256(encoded).hexdigest()[:12]}"
         durable, inputs, state = open_run(
-            self, parent.store, run_id, self._check_inputs(inputs, False),
+            self, parent.store, run_id, given,
             commit_every=parent.commit_every, on_change="rerun_changed",
             owner=f"child of {parent.run_id}",
         )  # fmt: skip
         durable.renew = False
         resume: Any = None if state is None else (state, {})
+        opened = (inputs, run_id, resume, durable)
         driver = self._driver(
-            AsyncDriver, inputs, run_id, resume, durable, None, None, None, None,
-            None, False,
-        )  # fmt: skip
+            AsyncDriver, lambda: opened, None, None, None, None, None, False
+        )
         return await driver.run()
 
     def _prepare(
@@ -423,6 +436,7 @@ class Flow:
         elif isinstance(state, Mapping):
             state = str(state.get("run_id"))
         _check_run_id(state)
+        self._check_events(events)
         durable, _, stored = open_run(
             self, store, state, None, commit_every=commit_every,
             on_change=on_change, must_exist=True,
@@ -434,10 +448,7 @@ class Flow:
     def _driver(
         self,
         face: type[D],
-        inputs: Mapping[str, Any],
-        run_id: Any,
-        resume: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
-        durable: Durable | None,
+        open_run: Callable[[], tuple[Mapping[str, Any], Any, Any, Durable | None]],
         concurrency: Any,
         executor: Any,
         on_event: Any,
@@ -445,7 +456,20 @@ class Flow:
         middleware: Any,
         progress: Any,
     ) -> D:
-        """Check the options every face shares, and set up a driver."""
+        """Check the options every face shares, then open the run (taking
+        its lease, with a store) and set up a driver.
+
+        Args:
+            face: The driver class.
+            open_run: Checks the inputs and opens the run; returns the
+                inputs, run id, state to resume from and durable link.
+            concurrency: The other options of `run()`, checked here.
+            executor: See `run()`.
+            on_event: See `run()`.
+            cancel: See `run()`.
+            middleware: See `run()`.
+            progress: See `run()`.
+        """
         if on_event is not None and not callable(on_event):
             raise DefinitionError(
                 f"on_event must be a callable taking an fd.Event (or an "
@@ -456,19 +480,27 @@ class Flow:
         choice = resolve_executor(executor)
         if choice.kind == "processes":
             _check_picklable(self._plan)
-        return face(
-            self._plan,
-            inputs,
-            run_id=run_id,
-            concurrency=_check_concurrency(concurrency),
-            executor=choice,
-            resume=resume,
-            on_event=on_event,
-            cancel=cancel,
-            middleware=middleware,
-            progress=progress,
-            durable=durable,
-        )
+        concurrency = _check_concurrency(concurrency)
+        split_middleware(middleware)  # its errors, before any lease is taken
+        inputs, run_id, resume, durable = open_run()
+        try:
+            return face(
+                self._plan,
+                inputs,
+                run_id=run_id,
+                concurrency=concurrency,
+                executor=choice,
+                resume=resume,
+                on_event=on_event,
+                cancel=cancel,
+                middleware=middleware,
+                progress=progress,
+                durable=durable,
+            )
+        except BaseException:
+            if durable is not None:
+                durable.store.release(durable.run_id, durable.owner)
+            raise
 
     def _check_state(
         self, state: Mapping[str, Any] | RunResult, events: Mapping[str, Any] | None
@@ -487,6 +519,12 @@ class Flow:
             raise DefinitionError(
                 f"{where} got a state it cannot use: {'; '.join(problems)}."
             )
+        self._check_events(events)
+        return state, dict(events or {})
+
+    def _check_events(self, events: Mapping[str, Any] | None) -> None:
+        """Every event given to resume must be one a wait node waits for."""
+        where = f"flow {self._id!r}: resume()"
         if events is not None and not isinstance(events, Mapping):
             raise DefinitionError(f"{where}: events must map event names to payloads.")
         known = {
@@ -503,7 +541,6 @@ class Flow:
                     f"{where}: no wait_for node waits for event {name!r}; the "
                     f"flow's events are {listed}.{hint}"
                 )
-        return state, dict(events or {})
 
     def to_mermaid(self) -> str:
         """The flow as a Mermaid flowchart (batches as scatter, workers, gather)."""

@@ -51,6 +51,7 @@ from ._scheduler import (
     Scheduler,
     runs_async,
 )
+from .exceptions import DefinitionError
 from .executors import ExecutorChoice
 from .store._serialize import SerializationError
 
@@ -107,10 +108,13 @@ class _Driver:
                 durable.store.serializer, rows=durable.rows, seconds=durable.seconds
             )
             on_event = (
-                journal.event if on_event is None else _both(on_event, journal.event)
+                # The journal first: a failing listener must not cost a row.
+                journal.event if on_event is None else _both(journal.event, on_event)
             )
             first_seq = durable.first_seq
         self._journal = journal
+        self._closed = False  # the run's final status is recorded
+        self._code_hashes: dict[str, str] = {}
         # The sync face commits when no outcome waits, or once this many
         # results wait: under constant load the queue may never run dry.
         self._group_limit = max(1, concurrency or executor.slots or 64)
@@ -153,15 +157,24 @@ class _Driver:
         assert self._durable is not None
         store = self._durable.store
         user_key = n.node.options.cache_key
-        try:
-            if user_key is not None:
+        if user_key is not None:
+            try:
                 arguments = str(user_key(**kwargs)).encode()
-            else:
+            except Exception as exc:
+                raise DefinitionError(
+                    f"node {n.id!r}: its cache_key raised {exc!r}; make it return "
+                    "a str for any arguments the node can get."
+                ) from exc
+        else:
+            try:
                 arguments = store.serializer.dumps(dict(kwargs), node_id=n.id)
-        except SerializationError:
-            _log.info("node %r: arguments cannot be serialized; not cached", n.id)
-            return None, MISS
-        key = cache_key(code_hash(n), arguments)
+            except SerializationError:
+                _log.info("node %r: arguments cannot be serialized; not cached", n.id)
+                return None, MISS
+        code = self._code_hashes.get(n.id)
+        if code is None:
+            code = self._code_hashes[n.id] = code_hash(n)
+        key = cache_key(code, arguments)
         blob = store.cache_get(key)
         return key, MISS if blob is None else store.serializer.loads(blob)
 
@@ -234,7 +247,22 @@ class _Driver:
             _log.warning("run %r: context not recorded: %s", result.run_id, exc)
             state["context"] = {}
             blob = serializer.dumps(state, node_id="<run state>")
+        self._closed = True
         self._commit(result.status, blob)
+
+    def _abandon(self) -> None:
+        """The run stops on an exception: record what the journal holds, mark
+        the run failed and give up its lease, as far as the store allows."""
+        durable = self._durable
+        if durable is None or self._closed:
+            return
+        self._closed = True
+        try:
+            self._commit("failed")
+        except Exception:
+            _log.warning("run %r: could not record its end", durable.run_id)
+            with contextlib.suppress(Exception):
+                durable.store.release(durable.run_id, durable.owner)
 
     # -- carrying out commands --------------------------------------------------
 
@@ -481,6 +509,10 @@ class SyncDriver(_Driver):
                 if self._inline is not None:  # interrupted inside a node body
                     self._dispatch(self._feed_error(self._inline, exc))
                 self._wait()
+        except BaseException:
+            stop_lease()
+            self._abandon()
+            raise
         finally:
             stop_lease()
             CURRENT.reset(current)
@@ -602,7 +634,14 @@ class AsyncDriver(_Driver):
                 self._guarded(self._cancel)
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(self._finished)  # the grace, at most
+                if self._durable is not None and self.scheduler.finished:
+                    stop_lease()
+                    self._result()  # records the cancelled run
                 raise
+        except BaseException:
+            stop_lease()
+            self._abandon()
+            raise
         finally:
             stop_lease()
             CURRENT.reset(current)

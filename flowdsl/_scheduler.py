@@ -147,8 +147,8 @@ class _BatchRun:
     """The state of one running batch: a cursor over its input and counters."""
 
     __slots__ = ("done", "exhausted", "failed", "in_flight", "iterator", "known",
-                 "known_order", "kwargs", "node", "prior", "results",
-                 "retries")  # fmt: skip
+                 "known_order", "kwargs", "node", "prior", "prior_order",
+                 "results", "retries")  # fmt: skip
 
     def __init__(
         self,
@@ -173,6 +173,7 @@ class _BatchRun:
         self.known = dict(known) if known else None
         self.known_order = deque(sorted(known)) if known else deque()
         self.prior = dict(prior) if prior else None
+        self.prior_order = deque(sorted(prior)) if prior else deque()
 
     @property
     def settled(self) -> bool:
@@ -271,6 +272,7 @@ class Scheduler:
         self.journal = journal
         self._cache = cache
         self._cache_keys: dict[str, str] = {}  # node id -> key to store under
+        self._whole: set[str] = set()  # batches completed from the cache
         self._known: dict[str, dict[int, tuple[Any, ...]]] = {}  # recorded items
         self._prior: dict[str, dict[int, int]] = {}  # recorded item attempts
 
@@ -872,7 +874,8 @@ class Scheduler:
                 self._status[n.id] = "cancelled"
             return
         policy = n.policy
-        if not self._halted and policy.retryable(exc, attempt):
+        retryable = policy.retryable(exc, attempt)
+        if not self._halted and retryable:
             delay = policy.delay(attempt, f"{self.run_id}:{n.id}:{index}")
             if self._emit is not None:
                 data = {"error": exc, "delay": delay}
@@ -898,8 +901,16 @@ class Scheduler:
             return
         if index is None:
             self._fail(n.id, None, exc, now, attempt)
+            return
+        run = self._batches[n.id]
+        if self._halted and self.journal is not None and (retryable or self._cancelled):
+            # Only the halt kept it from another attempt (or it saw the
+            # cancel): not final, so a resume gives it that attempt.
+            wall = self._wall(now)
+            self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
+            self._item_failed(run, index, exc, attempt, now, final=False)
         else:
-            self._item_failed(self._batches[n.id], index, exc, attempt, now)
+            self._item_failed(run, index, exc, attempt, now)
 
     def _fail(
         self,
@@ -935,10 +946,16 @@ class Scheduler:
         exc: BaseException,
         attempts: int,
         now: float,
+        *,
+        final: bool = True,
     ) -> None:
-        """An item failed for good: apply the batch's `on_error` policy."""
+        """An item failed for good: apply the batch's `on_error` policy.
+
+        With `final` false (the run halted before its retries ran out) the
+        failure is not recorded as the item's outcome.
+        """
         mode = run.node.on_error
-        if mode != "raise" and self.journal is not None:
+        if mode != "raise" and final and self.journal is not None:
             wall = self._wall(now)
             self.journal.failed(run.node.id, index, exc, attempts, now, wall)
         if mode == "collect":
@@ -978,14 +995,25 @@ class Scheduler:
 
     def _record_node(self, n: PlanNode, value: Any, now: float) -> bool:
         """Journal a node's output; False (and the node failed) if it cannot
-        be stored. A batch records no value: its items hold it."""
+        be stored.
+
+        A batch records no value (its items hold it) unless it came whole
+        from the cache. Nothing is recorded once the run is cancelled (a node
+        that returns early on a cancel would record a partial value), nor a
+        batch gathered after the run halted (some items may not have had all
+        their attempts): a resume runs those again.
+        """
         journal = self.journal
         assert journal is not None
+        if self._cancelled or (n.is_batch and self._halted):
+            return True
         attempts = self._attempts.get(n.id, 1)
         key = self._cache_keys.pop(n.id, None)
+        whole = not n.is_batch or n.id in self._whole
         try:
-            blob = None if n.is_batch else journal.encode(value, n.id, None)
-            if key is not None:
+            blob = journal.encode(value, n.id, None) if whole else None
+            routes = n.id in self._actions
+            if key is not None and not routes and n.id not in self._rescued:
                 cached = blob if blob is not None else journal.encode(value, n.id, None)
                 journal.cache.append(CacheEntry(key, n.id, cached))
         except SerializationError as exc:
@@ -1010,6 +1038,8 @@ class Scheduler:
         cannot be stored."""
         journal = self.journal
         assert journal is not None
+        if self._cancelled:
+            return True  # it may have stopped early: not recorded
         node_id = run.node.id
         try:
             blob = journal.encode(value, node_id, index)
@@ -1026,7 +1056,12 @@ class Scheduler:
         """Complete a `cache=True` node from the cache if its output is there;
         otherwise remember the key its output will be stored under."""
         assert self._cache is not None
-        key, value = self._cache(n, kwargs)
+        try:
+            key, value = self._cache(n, kwargs)
+        except Exception as exc:  # the user's cache_key raised, or bad bytes
+            self._started.setdefault(n.id, now)
+            self._fail(n.id, None, exc, now)
+            return True
         if key is None:
             return False
         if value is MISS:
@@ -1035,6 +1070,8 @@ class Scheduler:
         if self._emit is not None and n.id not in self._started:
             self._emit("node_start", n.id, None, {"cached": True}, 1)
         self._started.setdefault(n.id, now)
+        if n.is_batch:
+            self._whole.add(n.id)  # its value is recorded whole, not by item
         self._complete(n.id, value, now)
         return True
 
@@ -1287,8 +1324,13 @@ class Scheduler:
                 size = min(n.chunk_size, room)
             if run.known_order:  # stop short of the next recorded item
                 size = min(size, run.known_order[0] - start)
-            if run.prior is not None and start in run.prior:
-                size, attempt = 1, run.prior.pop(start) + 1
+            if run.prior_order:  # an item with recorded attempts goes alone
+                if run.prior_order[0] == start:
+                    run.prior_order.popleft()
+                    assert run.prior is not None
+                    size, attempt = 1, run.prior.pop(start) + 1
+                else:
+                    size = min(size, run.prior_order[0] - start)
             chunk = self._take(run, size, now)
             if chunk is None:
                 return pulled

@@ -6,6 +6,7 @@ Every behaviour runs on both faces through the `runner` fixture, against a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 import subprocess
@@ -336,10 +337,13 @@ class TestResume:
         first = runner.run(flow, store=store, run_id="r", cancel=token, check=False)
         assert "cancelled" == first.status
         assert "cancelled" == store.get_run("r").record.status
+        recorded = {o.item_index for o in store.get_run("r").items("work")}
+        assert 5 not in recorded  # it finished after the cancel: not recorded
         result = runner.resume(flow, "r", store=store)
         assert [i + 100 for i in range(20)] == result["out"]
-        recorded_first = {i for i, n in calls.items() if n > 1}
-        assert set() == recorded_first  # nothing recorded ran twice
+        twice = {i for i, n in calls.items() if n > 1}
+        assert 5 in twice
+        assert set() == twice & recorded  # nothing recorded ran twice
 
     def test_fd_resume_imports_the_flow(self) -> None:
         store = MemoryStore()
@@ -397,9 +401,10 @@ class TestSubflows:
         flow = fd.Flow("parent", [nums, each, total])
         store = MemoryStore()
         assert "failed" == runner.run(flow, store=store, run_id="p", check=False).status
-        assert {"p", "p/each[0]", "p/each[1]", "p/each[2]"} == {
-            r.run_id for r in store.runs()
-        }
+        assert ["p", "p/each[0]@", "p/each[1]@", "p/each[2]@"] == sorted(
+            r.run_id.split("@")[0] + ("@" if "@" in r.run_id else "")
+            for r in store.runs()
+        )
         broken[0] = False
         assert 12 == runner.resume(flow, "p", store=store)["total"]
         assert {1: 1, 2: 1, 3: 1} == dict(calls)
@@ -720,3 +725,302 @@ class TestPauses:
             assert 0 == done.returncode, done.stderr
             outputs.append(done.stdout.strip())
         assert ["awaiting None", "completed decided: ok"] == outputs
+
+
+class TestEdges:
+    """Corners where a resumed run could differ from an uninterrupted one."""
+
+    def test_a_cached_batch_resumes_with_its_value(self, runner: Runner) -> None:
+        broken = [False]
+
+        @fd.node
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.batch(input=items, output="out", cache=True)
+        def work(item: int) -> int:
+            return item * 2
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            if broken[0]:
+                raise Boom("later")
+            return sum(out)
+
+        flow = fd.Flow("cb", [items, work, total])
+        store = MemoryStore()
+        runner.run(flow, store=store)  # fills the cache
+        broken[0] = True
+        assert "failed" == runner.run(flow, store=store, run_id="r", check=False).status
+        broken[0] = False
+        assert 12 == runner.resume(flow, "r", store=store)["total"]
+
+    def test_a_routing_node_is_not_served_from_the_cache(self, runner: Runner) -> None:
+        @fd.node(cache=True)
+        def decide(x: int) -> fd.Action[int]:
+            return fd.Action("big" if x > 5 else "small", x)
+
+        @fd.node(on=(decide, "big"))
+        def big(decide: int) -> str:
+            return f"big {decide}"
+
+        flow = fd.Flow("route", [decide, big])
+        store = MemoryStore()
+        first = runner.run(flow, {"x": 9}, store=store)
+        second = runner.run(flow, {"x": 9}, store=store)
+        assert first.outputs == second.outputs
+        assert "big 9" == second["big"]
+
+    def test_an_item_stopped_by_a_halt_gets_its_retry_on_resume(
+        self, runner: Runner
+    ) -> None:
+        gate = threading.Event()
+        broken = [True]
+
+        @fd.node
+        def items() -> list[int]:
+            return [0, 1, 2, 3]
+
+        @fd.batch(input=items, output="out", on_error="skip", retries=2)
+        def work(item: int, ctx: fd.Context) -> int:
+            if item == 2 and ctx.attempt == 1 and broken[0]:
+                gate.wait(5)  # fail only once the run has halted
+                raise Boom("transient")
+            return item * 10
+
+        @fd.node
+        def other() -> int:
+            try:
+                raise Boom("elsewhere")
+            finally:
+                threading.Timer(0.2, gate.set).start()
+
+        flow = fd.Flow("halt", [items, work, other])
+        store = MemoryStore()
+        first = runner.run(flow, store=store, run_id="r", check=False)
+        assert "failed" == first.status
+        broken[0] = False
+
+        @fd.node
+        def other() -> int:  # fixed
+            return 1
+
+        fixed = fd.Flow("halt", [items, work, other])
+        result = runner.resume(fixed, "r", store=store, on_change="rerun_changed")
+        assert [0, 10, 20, 30] == result["out"]
+
+    def test_recorded_attempts_inside_a_chunk_go_on(self, runner: Runner) -> None:
+        seen: dict[int, list[int]] = {}
+        broken = [True]
+
+        @fd.node
+        def items() -> list[int]:
+            return list(range(6))
+
+        @fd.batch(input=items, output="out", chunk_size=6, retries=1)
+        def work(item: int, ctx: fd.Context) -> int:
+            seen.setdefault(item, []).append(ctx.attempt)
+            if item == 3 and broken[0]:
+                raise Boom("down")
+            return item
+
+        flow = fd.Flow("chunk", [items, work])
+        store = MemoryStore()
+        assert "failed" == runner.run(flow, store=store, run_id="r", check=False).status
+        assert [1, 2] == seen[3]
+        broken[0] = False
+        result = runner.resume(flow, "r", store=store)
+        assert list(range(6)) == result["out"]
+        assert [1, 2, 3] == seen[3]  # on from the recorded attempts
+        assert [1] == seen[0]
+
+    def test_cancelling_the_awaiting_task_records_the_run(self) -> None:
+        store = MemoryStore()
+        started = threading.Event()
+
+        @fd.node
+        async def slow() -> int:
+            started.set()
+            await asyncio.sleep(10)
+            return 1
+
+        @fd.node
+        def quick() -> int:
+            return 2
+
+        flow = fd.Flow("slow", [slow, quick])
+
+        async def main() -> None:
+            task = asyncio.ensure_future(
+                flow.arun(store=store, run_id="r", commit_every=(100, 60.0))
+            )
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        details = store.get_run("r")
+        assert "cancelled" == details.record.status
+        quick_outcome = details.node("quick")
+        assert quick_outcome is not None
+        assert "completed" == quick_outcome.status
+
+    def test_an_escaping_exception_leaves_the_run_failed_and_free(
+        self, runner: Runner
+    ) -> None:
+        @fd.node
+        def leave() -> int:
+            raise SystemExit(3)
+
+        flow = fd.Flow("exit", [leave])
+        store = MemoryStore()
+        with pytest.raises(SystemExit):
+            runner.run(flow, store=store, run_id="r")
+        assert "failed" == store.get_run("r").record.status
+
+        @fd.node(id="leave")
+        def stay() -> int:
+            return 4
+
+        again = fd.Flow("exit", [stay])
+        result = runner.resume(again, "r", store=store, on_change="rerun_changed")
+        assert 4 == result["leave"]
+
+    def test_a_raising_cache_key_fails_its_node(self, runner: Runner) -> None:
+        @fd.node(cache_key=lambda x: x["missing"])
+        def f(x: dict[str, int]) -> int:
+            return 1
+
+        store = MemoryStore()
+        result = runner.run(
+            fd.Flow("ck", [f]), {"x": {}}, store=store, run_id="r", check=False
+        )
+        (error,) = result.errors
+        assert "node 'f': its cache_key raised KeyError('missing')" in str(
+            error.exception
+        )
+        assert "failed" == store.get_run("r").record.status
+
+    def test_bad_resume_options_take_no_lease(self, runner: Runner) -> None:
+        store = MemoryStore()
+        flow = durable_flows.approval_flow
+        runner.run(flow, store=store, run_id="r")
+        with pytest.raises(fd.DefinitionError, match="aproval"):
+            runner.resume(flow, "r", store=store, events={"aproval": "yes"})
+        with pytest.raises(fd.DefinitionError, match="concurrency"):
+            runner.resume(flow, "r", store=store, concurrency=0)
+        assert "awaiting" == store.get_run("r").record.status
+        done = runner.resume(flow, "r", store=store, events={"approval": "yes"})
+        assert "decided: yes" == done["decide"]
+
+    def test_a_failing_listener_costs_no_event_row(self, runner: Runner) -> None:
+        def broken(event: fd.Event) -> None:
+            raise RuntimeError("listener bug")
+
+        store = MemoryStore()
+        runner.run(
+            durable_flows.squares_flow, {"count": 2}, store=store, run_id="r",
+            on_event=broken,
+        )  # fmt: skip
+        kinds = {e.kind for e in store.events("r")}
+        assert {"run_start", "node_start", "node_finish", "run_finish"} <= kinds
+
+    def test_a_rescued_output_is_not_cached(self, runner: Runner) -> None:
+        calls: list[int] = []
+        down = [True]
+
+        @fd.node(cache=True, fallback=lambda error: -1)
+        def fetch() -> int:
+            calls.append(1)
+            if down[0]:
+                raise Boom("down")
+            return 7
+
+        flow = fd.Flow("rescue", [fetch])
+        store = MemoryStore()
+        assert -1 == runner.run(flow, store=store)["fetch"]
+        down[0] = False
+        assert 7 == runner.run(flow, store=store)["fetch"]
+        assert [1, 1] == calls
+
+
+class TestChangedShapes:
+    """Changes that alter outputs without touching a node's own code."""
+
+    def test_a_subflows_output_and_a_loops_condition(self, runner: Runner) -> None:
+        @fd.node
+        def a() -> int:
+            return 1
+
+        @fd.node
+        def b() -> int:
+            return 2
+
+        child = fd.Flow("child", [a, b])
+        store = MemoryStore()
+        one = fd.Flow("p", [fd.subflow(child, id="sub", output="a")])
+        runner.run(one, store=store, run_id="r")
+        two = fd.Flow("p", [fd.subflow(child, id="sub", output="b")])
+        with pytest.raises(fd.DefinitionChanged, match="output 'a' -> 'b'"):
+            runner.resume(two, "r", store=store)
+
+        @fd.node
+        def step(n: int = 0) -> int:
+            return n + 1
+
+        body = fd.Flow("body", [step])
+        loop_a = fd.loop(body, id="count", while_="step < 3", carry={"n": "step"})
+        runner.run(fd.Flow("l", [loop_a]), store=store, run_id="l")
+        loop_b = fd.loop(body, id="count", while_="step < 10", carry={"n": "step"})
+        with pytest.raises(fd.DefinitionChanged, match="step < 10"):
+            runner.resume(fd.Flow("l", [loop_b]), "l", store=store)
+
+    def test_rerun_changed_gives_a_subflow_new_inputs(self, runner: Runner) -> None:
+        @fd.node
+        def double(x: int) -> int:
+            return x * 2
+
+        child = fd.Flow("child", [double])
+
+        @fd.node
+        def source() -> int:
+            return 1
+
+        sub = fd.subflow(child, id="sub", inputs={"x": "source"})
+        store = MemoryStore()
+        runner.run(fd.Flow("p", [source, sub]), store=store, run_id="r")
+
+        @fd.node(id="source")
+        def source_v2() -> int:
+            return 2
+
+        flow = fd.Flow("p", [source_v2, sub])
+        result = runner.resume(flow, "r", store=store, on_change="rerun_changed")
+        assert 4 == result["sub"]
+
+    def test_rerun_changed_forgets_a_stale_action(self, runner: Runner) -> None:
+        @fd.node
+        def decide() -> fd.Action[int]:
+            return fd.Action("big", 1)
+
+        @fd.node(on=(decide, "big"))
+        def big(decide: int) -> str:
+            return f"big {decide}"
+
+        store = MemoryStore()
+        runner.run(fd.Flow("a", [decide, big]), store=store, run_id="r")
+
+        @fd.node(id="decide")
+        def plain() -> fd.Action[int]:
+            return fd.Action("small", 1)
+
+        @fd.node(id="big", on=(plain, "big"))
+        def big2(decide: int) -> str:
+            return f"big {decide}"
+
+        flow = fd.Flow("a", [plain, big2])
+        result = runner.resume(flow, "r", store=store, on_change="rerun_changed")
+        assert "skipped" == result.node_status["big"]

@@ -216,7 +216,9 @@ class TestCommit:
         store.commit("r1", "me", T0 + 7, status="completed")
         record = store.get_run("r1").record
         assert ("completed", T0 + 7) == (record.status, record.finished)
-        store.commit("r1", "me", T0 + 8, status="running")
+        with pytest.raises(RunLocked):  # the lease went with the end
+            store.commit("r1", "me", T0 + 8, status="running")
+        store.begin(make_record(), "me", T0 + 8)  # reopening takes it again
         record = store.get_run("r1").record
         assert ("running", None) == (record.status, record.finished)
 

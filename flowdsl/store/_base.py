@@ -191,7 +191,8 @@ class Store(Protocol):
         the lease.
 
         Raises:
-            RunLocked: The lease was lost to another owner meanwhile.
+            RunLocked: `owner` no longer holds the lease: another owner took
+                it over, or it was released (only `begin` takes a lease).
         """
         ...
 

@@ -72,7 +72,9 @@ class MemoryStore(Store):
         state: bytes | None = None,
     ) -> None:
         with self._lock:
-            self._take_lease(run_id, owner, now)
+            if run_id not in self._runs:
+                raise KeyError(f"no run {run_id!r} in this store")
+            self._take_lease(run_id, owner, now, renew_only=True)
             table = self._outcomes[run_id]
             for outcome in outcomes:
                 key = (outcome.node_id, outcome.item_index)
@@ -140,10 +142,18 @@ class MemoryStore(Store):
             for key in [k for k in table if k[0] in gone]:
                 del table[key]
 
-    def _take_lease(self, run_id: str, owner: str, now: float) -> None:
+    def _take_lease(
+        self, run_id: str, owner: str, now: float, *, renew_only: bool = False
+    ) -> None:
+        """Take (or renew) the lease; with `renew_only`, `owner` must hold it."""
         if self.lease is None:
             return
         held = self._leases.get(run_id)
+        if renew_only and (held is None or held[0] != owner):
+            # Lost: another process took it over, or it was released.
+            raise RunLocked(
+                run_id, held[0] if held else "nobody", held[1] if held else now
+            )
         if held is not None and held[0] != owner and held[1] > now:
             raise RunLocked(run_id, held[0], held[1])
         self._leases[run_id] = (owner, now + self.lease)

@@ -486,7 +486,7 @@ class SqliteStore(Store):
         with self._transaction(_BEGIN_WRITE) as conn:
             if self._select_run(conn, run_id) is None:
                 raise KeyError(f"no run {run_id!r} in this store")
-            self._take_lease(conn, run_id, owner, now)
+            self._take_lease(conn, run_id, owner, now, renew_only=True)
             conn.executemany(self._sql["upsert_outcome"], outcome_rows)
             conn.executemany(self._sql["insert_event"], event_rows)
             if state is not None:
@@ -695,13 +695,22 @@ class SqliteStore(Store):
         conn.execute(self._sql["insert_run"], params)
 
     def _take_lease(
-        self, conn: sqlite3.Connection, run_id: str, owner: str, now: float
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        owner: str,
+        now: float,
+        *,
+        renew_only: bool = False,
     ) -> None:
+        """Take (or renew) the lease; with `renew_only`, `owner` must hold it."""
         if self.lease is None:
             return
         row = conn.execute(self._sql["select_lease"], (run_id,)).fetchone()
         if row is not None:
             held_by, expires = row
+            if renew_only and held_by != owner:  # lost: taken over, or released
+                raise RunLocked(run_id, held_by or "nobody", expires or now)
             if held_by is not None and held_by != owner and expires > now:
                 raise RunLocked(run_id, held_by, expires)
         conn.execute(self._sql["set_lease"], (owner, now + self.lease, run_id))
