@@ -34,7 +34,7 @@ from ._plan import Plan, PlanNode
 from ._result import ItemError
 from .exceptions import DefinitionChanged, DefinitionError, RecordedError
 from .store._base import RunDetails, RunRecord, Store
-from .store._serialize import Serializer
+from .store._serialize import SerializationError, Serializer
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -235,11 +235,25 @@ def open_run(
         if inputs:
             stored_inputs = serializer.loads(record.inputs)
             if dict(inputs) != stored_inputs:
-                raise DefinitionError(
-                    f"{where}: run {run_id!r} was started with other inputs; "
-                    "resume it without inputs, or start a new run."
+                names = sorted(
+                    name
+                    for name in {*inputs, *stored_inputs}
+                    if inputs.get(name) != stored_inputs.get(name)
                 )
-    encoded_inputs = serializer.dumps(dict(inputs or {}), node_id="<flow inputs>")
+                raise DefinitionError(
+                    f"{where}: run {run_id!r} was started with other values for "
+                    f"{', '.join(map(repr, names))}; resume it without inputs, "
+                    "or start a new run."
+                )
+    try:
+        encoded_inputs = serializer.dumps(dict(inputs or {}), node_id="<inputs>")
+    except SerializationError as exc:
+        at = exc.path.replace("value", "inputs", 1)
+        raise DefinitionError(
+            f"{where}: {at} is a {exc.type_name or 'value'}, which the store's "
+            "serializer cannot store; pass plain data, or register the type "
+            "with the serializer (JsonSerializer(types=[...]))."
+        ) from None
     fresh = RunRecord(
         run_id=run_id,
         flow_id=flow.id,

@@ -43,10 +43,13 @@ def check_commit_every(value: Any) -> tuple[int | None, float | None]:
     if value is None:
         return None, None
     if isinstance(value, tuple):
-        if len(value) != 2:
+        if len(value) != 2 or not isinstance(value[1], (int, float)):
             raise bad()
-        rows, _ = check_commit_every(value[0])
-        _, seconds = check_commit_every(float(value[1]))
+        try:
+            rows, _ = check_commit_every(value[0])
+            _, seconds = check_commit_every(float(value[1]))
+        except DefinitionError:
+            raise bad() from None
         if rows is None or seconds is None:
             raise bad()
         return rows, seconds

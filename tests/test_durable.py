@@ -124,9 +124,18 @@ class TestRecording:
         flow = durable_flows.squares_flow
         with pytest.raises(fd.DefinitionError, match="needs a store"):
             runner.run(flow, {"count": 1}, commit_every=10)
-        for bad in (0, -1, True, 0.0, float("nan"), "10", (10,)):
+        for bad in (0, -1, True, 0.0, float("nan"), "10", (10,), (10, "x"), (10, 0)):
             with pytest.raises(fd.DefinitionError, match="commit_every"):
                 runner.run(flow, {"count": 1}, store=MemoryStore(), commit_every=bad)
+
+    def test_inputs_that_cannot_be_stored(self, runner: Runner) -> None:
+        @fd.node
+        def f(x: object) -> int:
+            return 1
+
+        with pytest.raises(fd.DefinitionError) as info:
+            runner.run(fd.Flow("t", [f]), {"x": threading.Lock()}, store=MemoryStore())
+        assert str(info.value).startswith("flow 't': inputs['x'] is a lock, ")
 
     def test_not_a_store_is_rejected(self, runner: Runner) -> None:
         with pytest.raises(fd.DefinitionError, match="store must be"):
@@ -306,7 +315,7 @@ class TestResume:
         store = MemoryStore()
         flow = durable_flows.squares_flow
         runner.run(flow, {"count": 2}, store=store, run_id="r")
-        with pytest.raises(fd.DefinitionError, match="other inputs"):
+        with pytest.raises(fd.DefinitionError, match="other values for 'count'"):
             runner.run(flow, {"count": 3}, store=store, run_id="r")
 
     def test_unknown_run_id(self, runner: Runner) -> None:
