@@ -273,6 +273,7 @@ class Scheduler:
         self._cache = cache
         self._cache_keys: dict[str, str] = {}  # node id -> key to store under
         self._whole: set[str] = set()  # batches completed from the cache
+        self._issued: dict[int, float] = {}  # batch command token -> sent at
         self._known: dict[str, dict[int, tuple[Any, ...]]] = {}  # recorded items
         self._prior: dict[str, dict[int, int]] = {}  # recorded item attempts
 
@@ -456,18 +457,18 @@ class Scheduler:
         run.in_flight -= count
         self._items -= count
         journal = self.journal
+        began = None if journal is None else self._issued.pop(command.token, now)
         for offset, outcome in enumerate(outcomes):
             if type(outcome) is Failure:
                 item = command.items[offset]
                 exc = outcome.exception
                 self._attempt_failed(n, index, item, exc, command.attempt, now)
-            elif journal is not None and not self._record_item(
-                run, index, outcome, command.attempt, now
+            elif journal is None or self._record_item(
+                run, index, outcome, command.attempt, now, began
             ):
-                pass  # it could not be stored: the item failed
-            else:
                 results[index] = outcome
                 run.done += 1
+            # else it could not be stored, and the item failed
             index += 1
         if self._emit is not None:
             data = {
@@ -1032,10 +1033,16 @@ class Scheduler:
         return True
 
     def _record_item(
-        self, run: _BatchRun, index: int, value: Any, attempts: int, now: float
+        self,
+        run: _BatchRun,
+        index: int,
+        value: Any,
+        attempts: int,
+        now: float,
+        began: float | None = None,
     ) -> bool:
         """Journal a batch item's output; False (and the item failed) if it
-        cannot be stored."""
+        cannot be stored. `began` is when its command was sent."""
         journal = self.journal
         assert journal is not None
         if self._cancelled:
@@ -1047,8 +1054,10 @@ class Scheduler:
             self._item_failed(run, index, exc, attempts, now)
             return False
         outcome = Outcome(
-            node_id, index, "completed", attempts, blob, finished=self._wall(now)
-        )
+            node_id, index, "completed", attempts, blob,
+            started=None if began is None else self._wall(began),
+            finished=self._wall(now),
+        )  # fmt: skip
         journal.add(outcome, now)
         return True
 
@@ -1180,6 +1189,8 @@ class Scheduler:
     def _issue(self, command: RunNode | RunItems, now: float) -> None:
         """Record a new command as live, with its deadline if it has one."""
         self._live[command.token] = command
+        if self.journal is not None and type(command) is RunItems:
+            self._issued[command.token] = now  # items' start times, recorded
         timeout = command.node.policy.timeout
         if timeout is not None:
             self._deadlines[command.token] = now + timeout

@@ -63,6 +63,10 @@ class TestRecording:
             store.serializer.loads(o.value) for o in details.items("square")
         ]
         assert [0, 1, 2, 3, 4] == [o.item_index for o in details.items("square")]
+        for item in details.items("square"):
+            assert item.started is not None
+            assert item.finished is not None
+            assert item.started <= item.finished
         keys = Counter((o.node_id, o.item_index) for o in details.outcomes)
         assert {1} == set(keys.values())
         total = details.node("total")
