@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Final, Iterator, Mapping, Sequence
 
@@ -394,6 +395,8 @@ class SqliteStore(Store):
             self._conn.close()
             self._conn = None
             raise
+        # A store dropped without close() still closes its file when collected.
+        weakref.finalize(self, self._conn.close)
 
     @property
     def path(self) -> Path:
