@@ -31,7 +31,7 @@ from ._definition import blueprint_hash, definition, differences, downstream
 from ._journal import CommitEvery, check_commit_every
 from ._middleware import Middleware
 from ._plan import Plan, PlanNode
-from ._result import ItemError
+from ._result import ItemError, RunError
 from .exceptions import DefinitionChanged, DefinitionError, RecordedError
 from .store._base import RunDetails, RunRecord, Store
 from .store._serialize import SerializationError, Serializer
@@ -291,6 +291,11 @@ def restore_state(
     attempts: dict[str, int] = {}
     items: dict[str, dict[int, tuple[Any, ...]]] = {}
     item_attempts: dict[str, dict[int, int]] = {}
+    rescued: list[RunError] = []
+    for o in details.outcomes:
+        if o.status == "completed" and o.error_type is not None:
+            error = RecordedError(o.error_type, o.error or "")
+            rescued.append(RunError(o.node_id, o.item_index, o.attempts, error))
     for o in details.outcomes:
         n = plan.nodes.get(o.node_id)
         if n is None:
@@ -314,12 +319,19 @@ def restore_state(
             items.setdefault(n.id, {})[o.item_index] = ("error", error, o.attempts)
         else:
             item_attempts.setdefault(n.id, {})[o.item_index] = o.attempts
+    errors: list[RunError] = []
     for node_id, s in status.items():
         n = plan.nodes[node_id]
         if s == "completed" and n.is_batch:
             known = items.pop(node_id, {})
             outputs.setdefault(n.key, _gathered(n, known))
             item_attempts.pop(node_id, None)
+            if n.on_error == "skip":  # its dropped items stay reported
+                errors.extend(
+                    RunError(node_id, index, entry[2], entry[1])
+                    for index, entry in sorted(known.items())
+                    if entry[0] == "error"
+                )
     return {
         "version": 1,
         "flow": plan.flow_id,
@@ -333,6 +345,8 @@ def restore_state(
         "items": items,
         "item_attempts": item_attempts,
         "attempts": attempts,
+        "rescued": rescued,
+        "errors": errors,
     }
 
 

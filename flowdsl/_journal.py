@@ -23,7 +23,7 @@ from ._events import Event
 from .store._base import CacheEntry, EventRow, Outcome
 from .store._serialize import Serializer
 
-__all__ = ["CommitEvery", "Journal", "check_commit_every"]
+__all__ = ["CommitEvery", "Journal", "check_commit_every", "error_fields"]
 
 #: `commit_every=`: rows (int), seconds (float), or `(rows, seconds)`.
 CommitEvery = Union[int, float, Tuple[int, float], None]
@@ -66,7 +66,8 @@ def check_commit_every(value: Any) -> tuple[int | None, float | None]:
     raise bad()
 
 
-def _error_fields(exc: BaseException) -> tuple[str, str]:
+def error_fields(exc: BaseException) -> tuple[str, str]:
+    """An exception as stored: its qualified type name and its message."""
     cls = type(exc)
     name = cls.__qualname__
     if cls.__module__ not in ("builtins", "__main__"):
@@ -132,7 +133,7 @@ class Journal:
         *,
         retrying: bool = False,
     ) -> None:
-        error_type, message = _error_fields(exc)
+        error_type, message = error_fields(exc)
         status = "retrying" if retrying else "failed"
         outcome = Outcome(
             node_id, index, status, attempts, None, error_type, message,

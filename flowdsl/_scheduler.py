@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import attrs
 
-from ._journal import Journal
+from ._journal import Journal, error_fields
 from ._plan import Plan, PlanNode
 from ._result import Action, ChildRun, ItemError, NodeStatus, RunError, RunResult
 from .exceptions import (
@@ -365,6 +365,12 @@ class Scheduler:
         self._prior = {k: dict(v) for k, v in state.get("item_attempts", {}).items()}
         for node_id, attempts in state.get("attempts", {}).items():
             self._attempts[node_id] = attempts + 1  # attempt numbers go on
+        for error in state.get("rescued", ()):  # rescued before the resume
+            key = error.node_id
+            if error.item_index is not None:
+                key = f"{key}[{error.item_index}]"
+            self._rescued[key] = error
+        self._errors.extend(state.get("errors", ()))  # items a batch skipped
         self._actions = dict(state.get("actions", {}))
         self._wakes = {k: float(v) for k, v in state.get("wakes", {}).items()}
         for node_id, status in state["status"].items():
@@ -500,8 +506,9 @@ class Scheduler:
                 run.in_flight -= 1
                 index = command.item_index
                 if self.journal is None or self._record_item(
-                    run, index, value, command.attempts, now
-                ):
+                    run, index, value, command.attempts, now,
+                    rescued=command.exception,
+                ):  # fmt: skip
                     run.done += 1
                     run.results[index] = value
                     self._rescued.setdefault(f"{n.id}[{index}]", error)
@@ -1021,8 +1028,12 @@ class Scheduler:
             self._fail(n.id, None, exc, now, attempts)
             return False
         started = self._started.get(n.id)
+        rescued = self._rescued.get(n.id)
+        error_type, error = (
+            (None, None) if rescued is None else error_fields(rescued.exception)
+        )
         outcome = Outcome(
-            n.id, None, "completed", attempts, blob,
+            n.id, None, "completed", attempts, blob, error_type, error,
             action=self._actions.get(n.id),
             started=None if started is None else self._wall(started),
             finished=self._wall(now),
@@ -1040,9 +1051,11 @@ class Scheduler:
         attempts: int,
         now: float,
         began: float | None = None,
+        rescued: BaseException | None = None,
     ) -> bool:
         """Journal a batch item's output; False (and the item failed) if it
-        cannot be stored. `began` is when its command was sent."""
+        cannot be stored. `began` is when its command was sent; `rescued`,
+        what its fallback stood in for."""
         journal = self.journal
         assert journal is not None
         if self._cancelled:
@@ -1053,8 +1066,9 @@ class Scheduler:
         except SerializationError as exc:
             self._item_failed(run, index, exc, attempts, now)
             return False
+        error_type, error = (None, None) if rescued is None else error_fields(rescued)
         outcome = Outcome(
-            node_id, index, "completed", attempts, blob,
+            node_id, index, "completed", attempts, blob, error_type, error,
             started=None if began is None else self._wall(began),
             finished=self._wall(now),
         )  # fmt: skip

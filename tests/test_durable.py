@@ -1037,3 +1037,62 @@ class TestChangedShapes:
         flow = fd.Flow("a", [plain, big2])
         result = runner.resume(flow, "r", store=store, on_change="rerun_changed")
         assert "skipped" == result.node_status["big"]
+
+
+class TestResumedReports:
+    """A resumed run reports what happened before the resume too."""
+
+    def test_a_rescued_node_stays_rescued(self, runner: Runner) -> None:
+        broken = [True]
+
+        @fd.node(fallback=lambda error: 0)
+        def fetch() -> int:
+            raise Boom("down")
+
+        @fd.node
+        def use(fetch: int) -> int:
+            if broken[0]:
+                raise Boom("later")
+            return fetch + 1
+
+        flow = fd.Flow("rescue", [fetch, use])
+        store = MemoryStore()
+        assert "failed" == runner.run(flow, store=store, run_id="r", check=False).status
+        broken[0] = False
+        result = runner.resume(flow, "r", store=store)
+        assert 1 == result["use"]
+        assert "rescued" == result.node_status["fetch"]
+        (rescued,) = result.rescued
+        assert "fetch" == rescued.node_id
+        assert str(rescued.exception).endswith("Boom: down")
+
+    def test_items_a_skip_batch_dropped_stay_reported(self, runner: Runner) -> None:
+        broken = [True]
+
+        @fd.node
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @fd.batch(input=items, output="out", on_error="skip")
+        def work(item: int) -> int:
+            if item == 2:
+                raise Boom("two")
+            return item
+
+        @fd.node
+        def total(out: list[int]) -> int:
+            if broken[0]:
+                raise Boom("later")
+            return sum(out)
+
+        flow = fd.Flow("skip", [items, work, total])
+        store = MemoryStore()
+        runner.run(flow, store=store, run_id="r", check=False)
+        broken[0] = False
+        result = runner.resume(flow, "r", store=store)
+        assert 4 == result["total"]
+        ((node, index, text),) = [
+            (e.node_id, e.item_index, str(e.exception)) for e in result.errors
+        ]
+        assert ("work", 1) == (node, index)
+        assert text.endswith("Boom: two")
