@@ -14,6 +14,7 @@ It also holds the crash points the durability tests use: with
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import logging
@@ -265,18 +266,31 @@ def open_run(
         definition=current,
         inputs=encoded_inputs,
     )
-    record = checked.begin(fresh, owner, time.time())
+    checked.begin(fresh, owner, time.time())
     durable = Durable(checked, run_id, owner, rows, seconds, commit_every=commit_every)
     if stored is None:
         return durable, dict(inputs or {}), None
-    if forget:
-        checked.delete_outcomes(run_id, sorted(forget))
-    details = checked.load(run_id)  # what was committed up to taking the lease
-    assert details is not None
-    events = checked.events(run_id)
-    durable.first_seq = events[-1].seq + 1 if events else 1
-    state = restore_state(plan, details, serializer)
+    try:
+        if forget:
+            checked.delete_outcomes(run_id, sorted(forget))
+        details = checked.load(run_id)  # what was committed up to the lease
+        assert details is not None
+        events = checked.events(run_id)
+        durable.first_seq = events[-1].seq + 1 if events else 1
+        state = restore_state(plan, details, serializer)
+    except BaseException:  # such as stored bytes this serializer cannot load
+        _put_back(checked, stored.record, owner)
+        raise
     return durable, state["inputs"], state
+
+
+def _put_back(store: Store, record: RunRecord, owner: str) -> None:
+    """Undo `begin` after a failed reopen: the old status, and no lease."""
+    with contextlib.suppress(Exception):
+        if record.status == "running":
+            store.release(record.run_id, owner)
+        else:
+            store.commit(record.run_id, owner, time.time(), status=record.status)
 
 
 def restore_state(

@@ -51,7 +51,7 @@ from ._scheduler import (
     Scheduler,
     runs_async,
 )
-from .exceptions import DefinitionError
+from .exceptions import DefinitionError, RunLocked
 from .executors import ExecutorChoice
 from .store._serialize import SerializationError
 
@@ -215,13 +215,25 @@ class _Driver:
         stop = threading.Event()
 
         def renew() -> None:
+            renewed = time.monotonic()
             while not stop.wait(lease / 3):
                 try:
                     store.commit(run_id, owner, time.time())
-                except Exception:
-                    _log.exception("run %r: lost its lease", run_id)
+                    renewed = time.monotonic()
+                except RunLocked:
+                    _log.error("run %r: lost its lease to another process", run_id)
                     lost()
                     return
+                except Exception:  # the store failed this once: try again
+                    if time.monotonic() - renewed >= lease:
+                        _log.exception("run %r: could not renew its lease", run_id)
+                        lost()
+                        return
+                    _log.warning(
+                        "run %r: renewing its lease failed; retrying",
+                        run_id,
+                        exc_info=True,
+                    )
 
         thread = threading.Thread(target=renew, name="flowdsl-lease", daemon=True)
         thread.start()
@@ -248,21 +260,36 @@ class _Driver:
             state["context"] = {}
             blob = serializer.dumps(state, node_id="<run state>")
         self._closed = True
-        self._commit(result.status, blob)
+        try:
+            self._commit(result.status, blob)
+        except BaseException:
+            self._give_up(result.status)
+            raise
 
     def _abandon(self) -> None:
-        """The run stops on an exception: record what the journal holds, mark
-        the run failed and give up its lease, as far as the store allows."""
-        durable = self._durable
-        if durable is None or self._closed:
+        """The run stops on an exception: record what the journal holds and
+        how the run ended, and give up its lease, as far as the store allows."""
+        if self._durable is None or self._closed:
             return
         self._closed = True
+        status = "cancelled" if self._cancelling else "failed"
         try:
-            self._commit("failed")
+            self._commit(status)
         except Exception:
-            _log.warning("run %r: could not record its end", durable.run_id)
+            self._give_up(status)
+
+    def _give_up(self, status: str) -> None:
+        """A final commit failed: record the status alone, or at least free
+        the lease, so that the run can be resumed at once."""
+        durable = self._durable
+        assert durable is not None
+        _log.warning("run %r: could not record its end", durable.run_id)
+        store, run_id, owner = durable.store, durable.run_id, durable.owner
+        try:
+            store.commit(run_id, owner, time.time(), status=status)
+        except Exception:
             with contextlib.suppress(Exception):
-                durable.store.release(durable.run_id, durable.owner)
+                store.release(run_id, owner)
 
     # -- carrying out commands --------------------------------------------------
 
@@ -307,6 +334,8 @@ class _Driver:
             value = fn(*args)
         except Exception as exc:
             self._inline = None
+            if self.state.cancelled.is_set():  # perhaps raised because of it
+                self._cancel()
             return self._feed_error(command, exc)
         self._inline = None
         if self.state.cancelled.is_set():  # cancelled while it ran: say so first

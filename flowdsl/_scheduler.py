@@ -912,10 +912,12 @@ class Scheduler:
             return
         run = self._batches[n.id]
         if self._halted and self.journal is not None and (retryable or self._cancelled):
-            # Only the halt kept it from another attempt (or it saw the
-            # cancel): not final, so a resume gives it that attempt.
-            wall = self._wall(now)
-            self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
+            # Only the halt kept it from another attempt: not final, so a
+            # resume gives it that attempt. After a cancel, nothing is
+            # recorded at all: the attempt may have failed because of it.
+            if not self._cancelled:
+                wall = self._wall(now)
+                self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
             self._item_failed(run, index, exc, attempt, now, final=False)
         else:
             self._item_failed(run, index, exc, attempt, now)
@@ -939,7 +941,7 @@ class Scheduler:
             self._errors.append(RunError(node_id, index, attempts, exc))
         if self._emit is not None:
             self._emit("node_error", node_id, index, exc, attempts)
-        if self.journal is not None:
+        if self.journal is not None and not self._cancelled:  # see _attempt_failed
             self.journal.failed(node_id, index, exc, attempts, now, self._wall(now))
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]

@@ -1096,3 +1096,160 @@ class TestResumedReports:
         ]
         assert ("work", 1) == (node, index)
         assert text.endswith("Boom: two")
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore whose commits fail on demand."""
+
+    def __init__(self, *, lease: float | None = 30.0) -> None:
+        super().__init__(lease=lease)
+        self.fail_final = 0  # final-status commits to fail
+        self.fail_renewals = 0  # bare lease renewals to fail
+
+    def commit(
+        self,
+        run_id: str,
+        owner: str,
+        now: float,
+        outcomes: Any = (),
+        events: Any = (),
+        *,
+        status: str | None = None,
+        state: bytes | None = None,
+    ) -> None:
+        if status not in (None, "running") and self.fail_final:
+            self.fail_final -= 1
+            raise OSError("disk I/O error")
+        if not outcomes and not events and status is None and self.fail_renewals:
+            self.fail_renewals -= 1
+            raise OSError("database is locked")
+        super().commit(run_id, owner, now, outcomes, events, status=status, state=state)
+
+
+class TestExits:
+    """However a run ends, its store says so and its lease is free."""
+
+    def test_a_failed_attempt_after_a_cancel_is_not_recorded(
+        self, runner: Runner
+    ) -> None:
+        token = fd.CancelToken()
+
+        @fd.node
+        def items() -> list[int]:
+            return [0, 1]
+
+        @fd.batch(input=items, output="out", on_error="skip")
+        def work(item: int, ctx: fd.Context) -> int:
+            if item == 0:
+                token.cancel()
+                if ctx.attempt == 1:
+                    raise Boom("fails once, whether cancelled or not")
+            return item + 100
+
+        flow = fd.Flow("late", [items, work])
+        reference = runner.run(flow, store=MemoryStore())["out"]
+        store = MemoryStore()
+        first = runner.run(flow, store=store, run_id="r", cancel=token, check=False)
+        assert "cancelled" == first.status
+        assert [] == [o for o in store.get_run("r").items("work") if o.item_index == 0]
+        token = fd.CancelToken()  # the resume is not cancelled
+        assert reference == runner.resume(flow, "r", store=store)["out"]
+
+    def test_a_failing_final_commit_still_frees_the_run(self, runner: Runner) -> None:
+        @fd.node
+        def a() -> int:
+            return 1
+
+        flow = fd.Flow("final", [a])
+        store = FlakyStore()
+        store.fail_final = 1
+        with pytest.raises(OSError, match="disk I/O"):
+            runner.run(flow, store=store, run_id="r")
+        assert "completed" == store.get_run("r").record.status
+        assert 1 == runner.resume(flow, "r", store=store)["a"]
+
+    def test_a_failed_reopen_puts_the_run_back(
+        self, runner: Runner, tmp_path: Path
+    ) -> None:
+        import attrs
+
+        from flowdsl.store import JsonSerializer
+
+        @attrs.frozen
+        class Point:
+            x: int
+
+        @fd.node
+        def origin() -> Point:
+            return Point(0)
+
+        @fd.node
+        def fail(origin: Point) -> int:
+            raise Boom("down")
+
+        flow = fd.Flow("reopen", [origin, fail])
+        typed = fd.SqliteStore(
+            tmp_path / "r.db", serializer=JsonSerializer(types=[Point])
+        )
+        runner.run(flow, store=typed, run_id="r", check=False)
+        plain = fd.SqliteStore(tmp_path / "r.db")
+        with pytest.raises(SerializationError):
+            runner.resume(flow, "r", store=plain)
+        assert "failed" == typed.get_run("r").record.status
+        again = runner.resume(flow, "r", store=typed, check=False)  # not locked
+        assert "failed" == again.status
+        typed.close()
+        plain.close()
+
+    def test_a_store_hiccup_does_not_lose_the_lease(self, runner: Runner) -> None:
+        @fd.node
+        def slow() -> int:
+            time.sleep(0.6)
+            return 1
+
+        store = FlakyStore(lease=0.9)
+        store.fail_renewals = 1
+        result = runner.run(fd.Flow("hiccup", [slow]), store=store, run_id="r")
+        assert ("completed", 1) == (result.status, result["slow"])
+
+    def test_a_twice_cancelled_task_is_recorded_cancelled(self) -> None:
+        @fd.node
+        def slow() -> int:
+            time.sleep(0.4)
+            return 1
+
+        @fd.node
+        async def other() -> int:
+            await asyncio.sleep(5)
+            return 2
+
+        flow = fd.Flow("twice", [slow, other])
+        store = MemoryStore()
+
+        async def main() -> None:
+            task = asyncio.ensure_future(flow.arun(store=store, run_id="r"))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        assert "cancelled" == store.get_run("r").record.status
+        time.sleep(0.4)  # the abandoned thread ends
+
+    def test_an_inline_node_raising_on_a_cancel(self, runner: Runner) -> None:
+        token = fd.CancelToken()
+
+        @fd.node
+        def work(ctx: fd.Context) -> int:
+            token.cancel()
+            if ctx.cancelled:
+                raise RuntimeError("stopped: cancelled")
+            return 1
+
+        store = MemoryStore()
+        with pytest.raises(fd.FlowCancelled):
+            runner.run(fd.Flow("inl", [work]), store=store, run_id="r", cancel=token)
+        assert "cancelled" == store.get_run("r").record.status
