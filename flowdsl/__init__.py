@@ -6,6 +6,8 @@ that has a synchronous face (`flow.run()`) and an asynchronous one
 (`await flow.arun()`).
 """
 
+import logging as _logging
+
 from ._blueprint import Blueprint as Blueprint
 from ._blueprint import EdgeSpec as EdgeSpec
 from ._blueprint import NodeSpec as NodeSpec
@@ -97,3 +99,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes (nowhere by default).
+_logging.getLogger("flowdsl").addHandler(_logging.NullHandler())

@@ -846,8 +846,11 @@ def resume(
     if not ref:
         raise DefinitionError(
             f"run {run_id!r} of flow {details.record.flow_id!r} has no importable "
-            "flow reference (its flow was not a module-level name when it ran); "
-            "call flow.resume(run_id, store=...) on the Flow object instead."
+            "flow reference: its flow was not a module-level name of an "
+            "importable module when it ran (a script run as `python file.py` "
+            "is __main__, which another process cannot import: run it as "
+            "`python -m module`, or import the flow from a module). Call "
+            "flow.resume(run_id, store=...) on the Flow object instead."
         )
     module_name, _, attribute = ref.partition(":")
     try:

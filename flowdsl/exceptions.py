@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -182,10 +183,17 @@ class RunLocked(FlowdslError):
     """
 
     def __init__(self, run_id: str, owner: str, expires: float) -> None:
+        left = expires - time.time()
+        when = (
+            f"for {left:.1f} s more unless renewed"
+            if left > 0
+            else "though it has expired"
+        )
         super().__init__(
-            f"run {run_id!r} is being run by another process (lease owner "
-            f"{owner!r}, valid until Unix time {expires:.3f}); wait for it to "
-            "finish, or for the lease to expire if that process died."
+            f"run {run_id!r} is held by another runner (lease owner {owner!r}, "
+            f"{when}); wait for it to finish, or for the lease to expire if "
+            "that process died (store.release(run_id, owner) frees it at once "
+            "when you know it is dead)."
         )
         self.run_id = run_id
         self.owner = owner

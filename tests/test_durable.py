@@ -1253,3 +1253,29 @@ class TestExits:
         with pytest.raises(fd.FlowCancelled):
             runner.run(fd.Flow("inl", [work]), store=store, run_id="r", cancel=token)
         assert "cancelled" == store.get_run("r").record.status
+
+
+class TestMessages:
+    def test_a_store_in_a_missing_folder(self, tmp_path: Path) -> None:
+        with pytest.raises(fd.FlowdslError, match="check that its folder exists"):
+            fd.SqliteStore(tmp_path / "missing" / "runs.db")
+
+    def test_run_locked_says_how_long_and_how_to_free_it(self) -> None:
+        message = str(fd.RunLocked("r", "1234:abc", time.time() + 12))
+        assert "for 12" in message or "for 11" in message
+        assert "store.release(run_id, owner)" in message
+
+    def test_flowdsl_prints_nothing_unless_logging_is_configured(self) -> None:
+        script = (
+            "import flowdsl as fd\n"
+            "@fd.node\n"
+            "def f() -> int:\n"
+            "    raise ValueError('x')\n"
+            "fd.Flow('t', [f]).run(check=False)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        )  # fmt: skip
+        assert (0, "", "") == (done.returncode, done.stdout, done.stderr)

@@ -381,12 +381,19 @@ class SqliteStore(Store):
         wait = _check_timeout(timeout)
         self._sql = _statements(self._prefix)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            str(self._path),
-            timeout=wait,
-            isolation_level=None,  # transactions are begun explicitly
-            check_same_thread=False,  # guarded by self._lock instead
-        )
+        try:
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                str(self._path),
+                timeout=wait,
+                isolation_level=None,  # transactions are begun explicitly
+                check_same_thread=False,  # guarded by self._lock instead
+            )
+        except sqlite3.Error as exc:
+            raise FlowdslError(
+                f"SqliteStore cannot open {str(self._path)!r}: {exc}; check that "
+                "its folder exists and that this process may write there."
+            ) from exc
+        assert self._conn is not None
         try:
             self._conn.execute(_SYNCHRONOUS[self._synchronous])
             _use_wal(self._conn, wait)
