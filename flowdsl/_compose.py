@@ -57,7 +57,13 @@ def _resolve(child: Any, where: str) -> Flow:
     module_name, attr = child.split(":")
     _RESOLVING.append(child)
     try:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise DefinitionError(
+                f"{where}: cannot import {module_name!r} for {child!r} ({exc}); "
+                "make sure the module is importable here."
+            ) from exc
         found = getattr(module, attr, None)
         if found is None and getattr(module.__spec__, "_initializing", False):
             # Still being imported: this reference leads back to a flow whose

@@ -21,11 +21,16 @@ from ._plan import Plan, PlanNode
 if TYPE_CHECKING:
     from ._blueprint import Blueprint
 
-__all__ = ["blueprint_hash", "definition", "differences", "downstream"]
+__all__ = ["blueprint_hash", "definition", "differences", "digest", "downstream"]
+
+
+def digest(*parts: bytes) -> str:
+    """SHA-256 of the parts, each kept apart from the next (hex)."""
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest(text.encode("utf-8", "surrogatepass"))
 
 
 def blueprint_hash(blueprint: Blueprint) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import logging
 import os
 import signal
@@ -24,11 +23,11 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import attrs
 
-from ._definition import blueprint_hash, definition, differences, downstream
+from ._definition import differences, downstream
 from ._journal import CommitEvery, check_commit_every
 from ._middleware import Middleware
 from ._plan import Plan, PlanNode
@@ -46,7 +45,6 @@ __all__ = [
     "CrashAtBodyStart",
     "Durable",
     "OnChange",
-    "cache_key",
     "crash_point",
     "crash_planned",
     "flow_reference",
@@ -120,6 +118,7 @@ class Durable:
         commit_every: As given, for child runs.
         renew: Whether to renew the lease while running (a child run's lease
             is its parent's to keep).
+        codes: Each node's code hash, for cache keys.
     """
 
     store: Store
@@ -130,6 +129,7 @@ class Durable:
     first_seq: int = 1
     commit_every: CommitEvery = None
     renew: bool = True
+    codes: Mapping[str, str] = attrs.Factory(dict)
 
     def child_id(self, node_id: str, index: int | None) -> str:
         """The run id of a subflow's child run (stable across resumes)."""
@@ -175,6 +175,7 @@ def open_run(
     run_id: str | None,
     inputs: Mapping[str, Any] | None,
     *,
+    check_inputs: Callable[[Mapping[str, Any] | None], Mapping[str, Any]] | None = None,
     commit_every: CommitEvery = None,
     on_change: Any = "raise",
     must_exist: bool = False,
@@ -186,7 +187,9 @@ def open_run(
         flow: The flow to run.
         store: The store.
         run_id: The run's id (a new one if None).
-        inputs: The checked flow inputs; None when resuming.
+        inputs: The flow inputs as given; may be left out for a stored run.
+        check_inputs: Checks them (and says which are missing); called for
+            a new run, or when inputs are given for a stored one.
         commit_every: The commit policy.
         on_change: What a changed definition does on resume.
         must_exist: Resuming: the run must already be in the store.
@@ -212,13 +215,15 @@ def open_run(
     plan = flow._plan
     run_id = run_id if run_id is not None else uuid.uuid4().hex
     owner = owner if owner is not None else f"{os.getpid()}:{uuid.uuid4().hex}"
-    current = definition(plan)
+    bp_hash, current = flow._identity()
     serializer = checked.serializer
     stored = checked.load(run_id)
     if stored is None and must_exist:
         raise DefinitionError(
             f"{where}: there is no run {run_id!r} in {checked!r} to resume."
         )
+    if check_inputs is not None and (stored is None or inputs):
+        inputs = check_inputs(inputs)
     forget: set[str] = set()
     if stored is not None:
         record = stored.record
@@ -262,12 +267,15 @@ def open_run(
         status="running",
         started=time.time(),
         finished=None,
-        blueprint_hash=blueprint_hash(flow.blueprint),
+        blueprint_hash=bp_hash,
         definition=current,
         inputs=encoded_inputs,
     )
     checked.begin(fresh, owner, time.time())
-    durable = Durable(checked, run_id, owner, rows, seconds, commit_every=commit_every)
+    codes = {node_id: entry["code"] for node_id, entry in current.items()}
+    durable = Durable(
+        checked, run_id, owner, rows, seconds, commit_every=commit_every, codes=codes
+    )
     if stored is None:
         return durable, dict(inputs or {}), None
     try:
@@ -374,11 +382,6 @@ def _gathered(n: PlanNode, known: Mapping[int, tuple[Any, ...]]) -> list[Any]:
         elif n.on_error == "collect":
             out.append(ItemError(index, entry[1], entry[2]))
     return out
-
-
-def cache_key(code: str, arguments: bytes) -> str:
-    """The key a cached output is stored under."""
-    return hashlib.sha256(code.encode() + b"\0" + arguments).hexdigest()
 
 
 class CrashAtBodyStart(Middleware):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
 import sys
 import types
 from typing import (
@@ -21,7 +19,8 @@ from typing import (
 
 from ._blueprint import SCHEMA_VERSION, Blueprint, EdgeSpec, NodeSpec
 from ._cancel import CancelToken
-from ._compose import LoopNode, SubflowNode
+from ._compose import LoopNode, SubflowNode, _resolve
+from ._definition import blueprint_hash, definition, digest
 from ._durable import Durable, OnChange, open_run
 from ._events import Listener
 from ._inference import Binding
@@ -78,6 +77,7 @@ class Flow:
         plan, bindings = compile_flow(id, items)
         # Where the flow was built, so `fd.resume` can import it by reference.
         self._module: str | None = sys._getframe(1).f_globals.get("__name__")
+        self._identity_cache: tuple[str, dict[str, dict[str, Any]]] | None = None
         self._id = id
         self._plan = plan
         self._blueprint = _make_blueprint(plan, bindings)
@@ -370,7 +370,7 @@ class Flow:
         """
         given = self._check_inputs(inputs, False)
         encoded = parent.store.serializer.dumps(dict(given), node_id=run_id)
-        run_id = f"{run_id}@{hashlib.sha256(encoded).hexdigest()[:12]}"
+        run_id = f"{run_id}@{digest(encoded)[:12]}"
         durable, inputs, state = open_run(
             self, parent.store, run_id, given,
             commit_every=parent.commit_every, on_change="rerun_changed",
@@ -383,6 +383,16 @@ class Flow:
             AsyncDriver, lambda: opened, None, None, None, None, None, False
         )
         return await driver.run()
+
+    def _identity(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The blueprint hash and per-node definitions a store records
+        (computed once: code hashes read each node's source)."""
+        if self._identity_cache is None:
+            self._identity_cache = (
+                blueprint_hash(self._blueprint),
+                definition(self._plan),
+            )
+        return self._identity_cache
 
     def _prepare(
         self,
@@ -407,11 +417,11 @@ class Flow:
                     "store=fd.SqliteStore(path) or leave it out."
                 )
             return self._check_inputs(inputs, validate), run_id, None, None
-        stored = run_id is not None and _is_stored(store, run_id)
-        given = None if stored and not inputs else self._check_inputs(inputs, validate)
         durable, inputs, state = open_run(
-            self, store, run_id, given, commit_every=commit_every, on_change=on_change
-        )
+            self, store, run_id, inputs,
+            check_inputs=lambda given: self._check_inputs(given, validate),
+            commit_every=commit_every, on_change=on_change,
+        )  # fmt: skip
         resume: Any = None if state is None else (state, {})
         return inputs, durable.run_id, resume, durable
 
@@ -623,11 +633,6 @@ class Flow:
 def _check_run_id(run_id: Any) -> None:
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise DefinitionError(f"run_id must be a non-empty string, got {run_id!r}.")
-
-
-def _is_stored(store: Any, run_id: str) -> bool:
-    load = getattr(store, "load", None)
-    return callable(load) and load(run_id) is not None
 
 
 def _state_problems(state: Mapping[str, Any], plan: Plan) -> list[str]:
@@ -852,15 +857,5 @@ def resume(
             "`python -m module`, or import the flow from a module). Call "
             "flow.resume(run_id, store=...) on the Flow object instead."
         )
-    module_name, _, attribute = ref.partition(":")
-    try:
-        flow = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise DefinitionError(
-            f"run {run_id!r}: cannot import its flow {ref!r} ({exc}); make sure "
-            "the module is importable here, or call flow.resume(run_id, "
-            "store=...) on the Flow object."
-        ) from exc
-    if not isinstance(flow, Flow):
-        raise DefinitionError(f"run {run_id!r}: {ref!r} is {flow!r}, not a Flow.")
+    flow = _resolve(ref, f"run {run_id!r}")
     return flow.resume(run_id, store=store, events=events, **options)

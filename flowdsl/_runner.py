@@ -25,12 +25,11 @@ from typing import Any, Callable, Coroutine, Mapping, Sequence
 from ._calls import run_async_item, run_async_node, run_chunk, run_node
 from ._cancel import CancelToken
 from ._context import Context, SharedState
-from ._definition import code_hash
+from ._definition import digest
 from ._durable import (
     CURRENT,
     CrashAtBodyStart,
     Durable,
-    cache_key,
     crash_planned,
     crash_point,
 )
@@ -114,7 +113,6 @@ class _Driver:
             first_seq = durable.first_seq
         self._journal = journal
         self._closed = False  # the run's final status is recorded
-        self._code_hashes: dict[str, str] = {}
         # The sync face commits when no outcome waits, or once this many
         # results wait: under constant load the queue may never run dry.
         self._group_limit = max(1, concurrency or executor.slots or 64)
@@ -171,10 +169,7 @@ class _Driver:
             except SerializationError:
                 _log.info("node %r: arguments cannot be serialized; not cached", n.id)
                 return None, MISS
-        code = self._code_hashes.get(n.id)
-        if code is None:
-            code = self._code_hashes[n.id] = code_hash(n)
-        key = cache_key(code, arguments)
+        key = digest(self._durable.codes[n.id].encode(), arguments)
         blob = store.cache_get(key)
         return key, MISS if blob is None else store.serializer.loads(blob)
 

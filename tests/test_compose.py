@@ -281,6 +281,10 @@ class TestSubflows:
             in info.value.problems[0]
         )
 
+    def test_a_reference_to_a_missing_module(self) -> None:
+        with pytest.raises(fd.DefinitionError, match="cannot import 'no_such_mod'"):
+            fd.subflow("no_such_mod:flow", id="x")
+
     def test_indirect_self_inclusion_is_rejected(self) -> None:
         for name in ("tests.recursive_a", "tests.recursive_b"):
             sys.modules.pop(name, None)
