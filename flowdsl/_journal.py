@@ -162,12 +162,19 @@ class Journal:
     def pending(self) -> bool:
         return bool(self.outcomes or self.cache or self._events)
 
-    def due(self, now: float) -> bool:
-        """Whether the faces should commit now (events ride along)."""
+    def due(self, now: float, idle: bool = True, group: int = 1) -> bool:
+        """Whether the faces should commit now (events ride along).
+
+        Args:
+            now: The faces' clock.
+            idle: Whether the face has no outcome waiting to be handled.
+            group: Under the default policy, commit once this many rows
+                wait even if the face is never idle.
+        """
         if self.outcomes or self.cache:
             rows, seconds, oldest = self._rows, self._seconds, self._oldest
             if rows is None and seconds is None:
-                return True
+                return idle or len(self.outcomes) >= group
             if rows is not None and len(self.outcomes) >= rows:
                 return True
             if seconds is not None and oldest is not None and now - oldest >= seconds:

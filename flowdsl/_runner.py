@@ -115,7 +115,6 @@ class _Driver:
         self._closed = False  # the run's final status is recorded
         # The sync face commits when no outcome waits, or once this many
         # results wait: under constant load the queue may never run dry.
-        self._group_limit = max(1, concurrency or executor.slots or 64)
         self._emit = (
             None if on_event is None else EventSink(run_id, on_event, first_seq)
         )
@@ -239,8 +238,15 @@ class _Driver:
 
         return stop_renewing
 
-    def _maybe_commit(self) -> None:
-        if self._journal is not None and self.scheduler.commit_due(time.perf_counter()):
+    def _before_waiting(self) -> None:
+        """The face is about to wait: the `backoff_sleep` crash point."""
+        if _BACKOFF_CRASH and self.scheduler.retrying:
+            crash_point("backoff_sleep")
+
+    def _maybe_commit(self, idle: bool = True) -> None:
+        if self._journal is not None and self.scheduler.commit_due(
+            time.perf_counter(), idle
+        ):
             self._commit()
 
     def _final_commit(self, result: RunResult) -> None:
@@ -562,8 +568,7 @@ class SyncDriver(_Driver):
         """Wait for one outcome (or the next timer) and act on it."""
         wakeup = self.scheduler.next_wakeup
         timeout = None if wakeup is None else max(0.0, wakeup - time.perf_counter())
-        if _BACKOFF_CRASH and self.scheduler.retrying:
-            crash_point("backoff_sleep")
+        self._before_waiting()
         try:
             item = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -577,11 +582,7 @@ class SyncDriver(_Driver):
         self._dispatch(self._settle(command, future))
         if wakeup is not None and time.perf_counter() >= wakeup:
             self._tick()
-        journal = self._journal
-        if journal is not None and (
-            self._done.empty() or len(journal.outcomes) >= self._group_limit
-        ):
-            self._maybe_commit()  # group commit: whatever finished meanwhile
+        self._maybe_commit(idle=self._done.empty())  # what finished meanwhile
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
         if runs_async(command):
@@ -689,8 +690,8 @@ class AsyncDriver(_Driver):
             if self.scheduler.commit_due(time.perf_counter()):
                 # After the callbacks already queued: one commit for them all.
                 self._commit_soon = self._loop.call_soon(self._group_commit)
-            elif _BACKOFF_CRASH and self.scheduler.retrying:
-                crash_point("backoff_sleep")
+            else:
+                self._before_waiting()
         if self.scheduler.finished:
             if not self._finished.done():
                 self._finished.set_result(None)

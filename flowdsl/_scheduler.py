@@ -996,9 +996,19 @@ class Scheduler:
 
     # -- recording (durable runs) ---------------------------------------------
 
-    def commit_due(self, now: float) -> bool:
-        """Whether the faces should commit the journal now."""
-        return self.journal is not None and self.journal.due(now)
+    def commit_due(self, now: float, idle: bool = True) -> bool:
+        """Whether the faces should commit the journal now.
+
+        Args:
+            now: The faces' clock.
+            idle: Whether no outcome waits to be handled. A face that is never
+                idle still commits once `concurrency` results (or as many as
+                the executor runs at once, or 64) wait.
+        """
+        if self.journal is None:
+            return False
+        group = self._limit or self._sync_slots or 64
+        return self.journal.due(now, idle, group)
 
     def _wall(self, now: float) -> float:
         return now + self._wall_offset

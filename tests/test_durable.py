@@ -1279,3 +1279,41 @@ class TestMessages:
             env={"PYTHONPATH": str(ROOT), "PATH": ""},
         )  # fmt: skip
         assert (0, "", "") == (done.returncode, done.stdout, done.stderr)
+
+
+class TestCommitPolicy:
+    """When to commit is the core's decision; the faces only say if idle."""
+
+    @staticmethod
+    def scheduler(**journal_options: Any) -> Any:
+        from flowdsl._journal import Journal
+        from flowdsl._scheduler import Scheduler
+
+        journal = Journal(MemoryStore().serializer, **journal_options)
+        plan = durable_flows.squares_flow._plan
+        return Scheduler(plan, {"count": 1}, run_id="r", concurrency=3, journal=journal)
+
+    @staticmethod
+    def add(scheduler: Any, count: int, now: float = 0.0) -> None:
+        from flowdsl.store import Outcome
+
+        for i in range(count):
+            scheduler.journal.add(Outcome("square", i, "completed"), now)
+
+    def test_default_commits_when_idle_or_a_group_is_full(self) -> None:
+        core = self.scheduler()
+        assert not core.commit_due(0.0)  # nothing waits
+        self.add(core, 2)
+        assert core.commit_due(0.0, idle=True)
+        assert not core.commit_due(0.0, idle=False)
+        self.add(core, 1)  # concurrency=3 results wait
+        assert core.commit_due(0.0, idle=False)
+
+    def test_rows_and_seconds(self) -> None:
+        core = self.scheduler(rows=10, seconds=0.5)
+        self.add(core, 9, now=1.0)
+        assert not core.commit_due(1.2)
+        assert 1.5 == core.next_wakeup
+        assert core.commit_due(1.5)
+        self.add(core, 1, now=1.2)
+        assert core.commit_due(1.2)
