@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Executor
-from typing import Any, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Iterator, Mapping, Sequence
 
 from ._calls import run_async_item, run_async_node, run_chunk, run_node
 from ._cancel import CancelToken
@@ -189,6 +189,27 @@ class _Driver:
         crash_point("post_commit")
         for entry in cache:
             store.cache_put(entry)
+
+    @contextlib.contextmanager
+    def _recording(self, cancel: Callable[[], None]) -> Iterator[Callable[[], None]]:
+        """The span of a run, for both faces: subflows see the run's store,
+        its lease is kept (a lost lease calls `cancel`), and an exception
+        leaving the run still records how it ended.
+
+        Yields:
+            Stops the lease renewals (before the final commit).
+        """
+        current = CURRENT.set(self._durable)
+        stop_lease = self._keep_lease(cancel)
+        try:
+            yield stop_lease
+        except BaseException:
+            stop_lease()
+            self._abandon()
+            raise
+        finally:
+            stop_lease()
+            CURRENT.reset(current)
 
     def _keep_lease(self, lost: Callable[[], Any]) -> Callable[[], None]:
         """Renew the run's lease every third of its length until stopped.
@@ -518,34 +539,25 @@ class SyncDriver(_Driver):
         self._thread: threading.Thread | None = None
 
     def run(self) -> RunResult:
-        remove = None
-        if self._token is not None:
 
-            def wake() -> None:  # on whichever thread cancels
-                self.state.cancelled.set()  # seen at once, even by inline nodes
-                self._done.put(_CANCEL)
+        def wake() -> None:  # on whichever thread cancels
+            self.state.cancelled.set()  # seen at once, even by inline nodes
+            self._done.put(_CANCEL)
 
-            remove = self._token.on_cancel(wake)
+        remove = None if self._token is None else self._token.on_cancel(wake)
         interrupted: KeyboardInterrupt | None = None
-        current = CURRENT.set(self._durable)
-        stop_lease = self._keep_lease(lambda: self._done.put(_CANCEL))
         try:
-            try:
-                self._start()
-                self._wait()
-            except KeyboardInterrupt as exc:  # Ctrl-C: cancel, then re-raise
-                interrupted = exc
-                self._cancel()
-                if self._inline is not None:  # interrupted inside a node body
-                    self._dispatch(self._feed_error(self._inline, exc))
-                self._wait()
-        except BaseException:
-            stop_lease()
-            self._abandon()
-            raise
+            with self._recording(wake):
+                try:
+                    self._start()
+                    self._wait()
+                except KeyboardInterrupt as exc:  # Ctrl-C: cancel, then re-raise
+                    interrupted = exc
+                    self._cancel()
+                    if self._inline is not None:  # interrupted inside a node body
+                        self._dispatch(self._feed_error(self._inline, exc))
+                    self._wait()
         finally:
-            stop_lease()
-            CURRENT.reset(current)
             if remove is not None:
                 remove()
             self._close_pool()
@@ -638,38 +650,27 @@ class AsyncDriver(_Driver):
         self._finished: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._commit_soon: asyncio.Handle | None = None
-        remove = None
-        if self._token is not None:
 
-            def wake() -> None:  # on whichever thread cancels
-                self.state.cancelled.set()
-                loop.call_soon_threadsafe(self._guarded, self._cancel)
+        def wake() -> None:  # on whichever thread cancels
+            self.state.cancelled.set()
+            loop.call_soon_threadsafe(self._guarded, self._cancel)
 
-            remove = self._token.on_cancel(wake)
-        current = CURRENT.set(self._durable)
-        stop_lease = self._keep_lease(
-            lambda: loop.call_soon_threadsafe(self._guarded, self._cancel)
-        )
+        remove = None if self._token is None else self._token.on_cancel(wake)
         try:
-            self._start()
-            self._after_dispatch()
-            try:
-                await asyncio.shield(self._finished)
-            except asyncio.CancelledError:
-                self._guarded(self._cancel)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(self._finished)  # the grace, at most
-                if self._durable is not None and self.scheduler.finished:
-                    stop_lease()
-                    self._result()  # records the cancelled run
-                raise
-        except BaseException:
-            stop_lease()
-            self._abandon()
-            raise
+            with self._recording(wake) as stop_lease:
+                self._start()
+                self._after_dispatch()
+                try:
+                    await asyncio.shield(self._finished)
+                except asyncio.CancelledError:
+                    self._guarded(self._cancel)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(self._finished)  # the grace, at most
+                    if self._durable is not None and self.scheduler.finished:
+                        stop_lease()
+                        self._result()  # records the cancelled run
+                    raise
         finally:
-            stop_lease()
-            CURRENT.reset(current)
             if remove is not None:
                 remove()
             if self._timer is not None:
