@@ -110,6 +110,7 @@ class Journal:
         self._events_lock = threading.Lock()  # events come from any thread
         self._oldest: float | None = None  # faces' clock: first row waiting
         self.batch_rows = False  # a completed batch waits in this group
+        self.stopped = False
 
     # -- writing rows -----------------------------------------------------------
 
@@ -117,7 +118,14 @@ class Journal:
         """Encode an output (raises `SerializationError`)."""
         return self.serializer.dumps(value, node_id=node_id, item_index=index)
 
+    def stop(self) -> None:
+        """Record no more outcomes (the run was cancelled: whatever finishes
+        now may have stopped early). Events are still kept."""
+        self.stopped = True
+
     def add(self, outcome: Outcome, now: float) -> None:
+        if self.stopped:
+            return
         if self._oldest is None:
             self._oldest = now
         self.outcomes.append(outcome)

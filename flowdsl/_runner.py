@@ -274,7 +274,7 @@ class _Driver:
         """Record how the run ended, with what a resume needs of its state."""
         assert self._durable is not None
         serializer = self._durable.store.serializer
-        state = {k: result.state[k] for k in ("actions", "wakes", "context")}
+        state = {k: result.state[k] for k in ("wakes", "context")}
         try:
             blob = serializer.dumps(state, node_id="<run state>")
         except SerializationError as exc:

@@ -342,6 +342,8 @@ class Scheduler:
         if self._cancelled or (self._begun and self.finished):
             return []
         self._cancelled = self._halted = True
+        if self.journal is not None:
+            self.journal.stop()
         self._drop_retries()
         self._fallbacks.clear()
         self._timers.clear()
@@ -911,13 +913,11 @@ class Scheduler:
             self._fail(n.id, None, exc, now, attempt)
             return
         run = self._batches[n.id]
-        if self._halted and self.journal is not None and (retryable or self._cancelled):
+        if self._halted and retryable and self.journal is not None:
             # Only the halt kept it from another attempt: not final, so a
-            # resume gives it that attempt. After a cancel, nothing is
-            # recorded at all: the attempt may have failed because of it.
-            if not self._cancelled:
-                wall = self._wall(now)
-                self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
+            # resume gives it that attempt.
+            wall = self._wall(now)
+            self.journal.failed(n.id, index, exc, attempt, now, wall, retrying=True)
             self._item_failed(run, index, exc, attempt, now, final=False)
         else:
             self._item_failed(run, index, exc, attempt, now)
@@ -941,7 +941,7 @@ class Scheduler:
             self._errors.append(RunError(node_id, index, attempts, exc))
         if self._emit is not None:
             self._emit("node_error", node_id, index, exc, attempts)
-        if self.journal is not None and not self._cancelled:  # see _attempt_failed
+        if self.journal is not None:
             self.journal.failed(node_id, index, exc, attempts, now, self._wall(now))
         self._status[node_id] = "failed"
         self._timings[node_id] = now - self._started[node_id]
@@ -1025,7 +1025,7 @@ class Scheduler:
         """
         journal = self.journal
         assert journal is not None
-        if self._cancelled or (n.is_batch and self._halted):
+        if journal.stopped or (n.is_batch and self._halted):
             return True
         attempts = self._attempts.get(n.id, 1)
         key = self._cache_keys.pop(n.id, None)
@@ -1070,8 +1070,8 @@ class Scheduler:
         what its fallback stood in for."""
         journal = self.journal
         assert journal is not None
-        if self._cancelled:
-            return True  # it may have stopped early: not recorded
+        if journal.stopped:
+            return True  # cancelled: it may have stopped early
         node_id = run.node.id
         try:
             blob = journal.encode(value, node_id, index)
