@@ -100,6 +100,7 @@ class _Driver:
         if bar is not None:
             on_event = bar if on_event is None else _both(on_event, bar)
         self._durable = durable
+        watched = on_event is not None  # by the caller or a progress bar
         journal = None
         first_seq = 1
         if durable is not None:
@@ -129,6 +130,7 @@ class _Driver:
             inline_alone=self.inline_alone and executor.kind in ("threads", "custom"),
             make_context=lambda node_id: Context(self.state, node_id),
             emit=self._emit,
+            batch_events=watched,
             journal=journal,
             cache=None if durable is None else self._cache_lookup,
         )

@@ -200,6 +200,8 @@ class Scheduler:
             from a node id (the faces own contexts; the core only passes them).
         emit: Delivers an event `(kind, node_id, item_index, data)`; None
             when nobody listens, and then no event is built.
+        batch_events: Whether `batch_progress` events are wanted (a store
+            listens to the others only).
         journal: Collects what a durable run records; None without a store.
         cache: Looks cached outputs up, for nodes with `cache=True`.
     """
@@ -217,6 +219,7 @@ class Scheduler:
         inline_alone: bool = False,
         make_context: Callable[[str], Any] | None = None,
         emit: Callable[..., None] | None = None,
+        batch_events: bool = True,
         journal: Journal | None = None,
         cache: CacheLookup | None = None,
     ) -> None:
@@ -256,6 +259,7 @@ class Scheduler:
         self._next_kwargs: dict[str, dict[str, Any]] = {}  # a loop's next inputs
         self._make_context = make_context or (lambda node_id: None)
         self._emit = emit
+        self._progress = emit if batch_events else None  # batch_progress
         self._token = 0
         self._live: dict[int, Work] = {}  # commands whose outcome counts
         self._deadlines: dict[int, float] = {}  # token -> attempt deadline
@@ -455,6 +459,8 @@ class Scheduler:
         `Failure` if it raised. Fewer outcomes than items means the worker
         stopped at a failure and the rest never started.
         """
+        journal = self.journal
+        began = None if journal is None else self._issued.pop(command.token, now)
         if not self._finish_command(command):
             return self._pump(now)
         n = command.node
@@ -464,8 +470,6 @@ class Scheduler:
         count = len(command.items)
         run.in_flight -= count
         self._items -= count
-        journal = self.journal
-        began = None if journal is None else self._issued.pop(command.token, now)
         for offset, outcome in enumerate(outcomes):
             if type(outcome) is Failure:
                 item = command.items[offset]
@@ -478,13 +482,13 @@ class Scheduler:
                 run.done += 1
             # else it could not be stored, and the item failed
             index += 1
-        if self._emit is not None:
+        if self._progress is not None:
             data = {
                 "done": run.done,
                 "pulled": len(results),
                 "exhausted": run.exhausted,
             }
-            self._emit("batch_progress", n.id, None, data)
+            self._progress("batch_progress", n.id, None, data)
         self._settle_batch(run, now)
         return self._pump(now)
 

@@ -1317,3 +1317,31 @@ class TestCommitPolicy:
         assert core.commit_due(1.5)
         self.add(core, 1, now=1.2)
         assert core.commit_due(1.2)
+
+
+class TestCost:
+    def test_no_progress_events_are_built_for_a_store_alone(
+        self, runner: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import flowdsl._events as events
+
+        built: Counter[str] = Counter()
+        original = events.Event
+
+        def counting(kind: str, *args: Any) -> Any:
+            built[kind] += 1
+            return original(kind, *args)
+
+        monkeypatch.setattr(events, "Event", counting)
+        flow = durable_flows.squares_flow
+        runner.run(flow, {"count": 20}, store=MemoryStore())
+        assert 0 == built["batch_progress"]
+        assert built["node_finish"] >= 3
+        seen: list[str] = []
+        runner.run(
+            flow,
+            {"count": 20},
+            store=MemoryStore(),
+            on_event=lambda e: seen.append(e.kind),
+        )
+        assert built["batch_progress"] == seen.count("batch_progress") > 0
