@@ -715,24 +715,29 @@ class TestPauses:
         time.sleep(max(0.0, paused.wake_at - time.time()) + 0.05)
         assert "awake" == runner.resume(flow, "r", store=store)["wake"]
 
-    def test_across_processes(self, tmp_path: Path) -> None:
+    def test_across_processes(self, runner: Runner, tmp_path: Path) -> None:
         db = tmp_path / "runs.db"
         script = (
-            "import sys, flowdsl as fd\n"
-            "from flowdsl.store import SqliteStore\n"
+            "import asyncio, sys, flowdsl as fd\n"
             "from tests import durable_flows\n"
-            "store = SqliteStore(sys.argv[1])\n"
-            "if sys.argv[2] == 'start':\n"
-            "    r = durable_flows.approval_flow.run(store=store, run_id='r')\n"
+            "flow = durable_flows.approval_flow\n"
+            "store = fd.SqliteStore(sys.argv[1])\n"
+            "events = {'approval': 'ok'}\n"
+            "if sys.argv[2] == 'start' and sys.argv[3] == 'sync':\n"
+            "    r = flow.run(store=store, run_id='r')\n"
+            "elif sys.argv[2] == 'start':\n"
+            "    r = asyncio.run(flow.arun(store=store, run_id='r'))\n"
+            "elif sys.argv[3] == 'sync':\n"
+            "    r = fd.resume('r', store=store, events=events)\n"
             "else:\n"
-            "    r = fd.resume('r', store=store, events={'approval': 'ok'})\n"
+            "    r = asyncio.run(flow.aresume('r', store=store, events=events))\n"
             "print(r.status, r.outputs.get('decide'))\n"
         )
         env = {"PYTHONPATH": str(ROOT), "PATH": ""}
         outputs = []
         for step in ("start", "finish"):
             done = subprocess.run(
-                [sys.executable, "-c", script, str(db), step],
+                [sys.executable, "-c", script, str(db), step, runner.face],
                 capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
             )  # fmt: skip
             assert 0 == done.returncode, done.stderr
@@ -1105,6 +1110,7 @@ class FlakyStore(MemoryStore):
         super().__init__(lease=lease)
         self.fail_final = 0  # final-status commits to fail
         self.fail_renewals = 0  # bare lease renewals to fail
+        self.renewals = 0  # bare lease renewals that went through
 
     def commit(
         self,
@@ -1120,9 +1126,11 @@ class FlakyStore(MemoryStore):
         if status not in (None, "running") and self.fail_final:
             self.fail_final -= 1
             raise OSError("disk I/O error")
-        if not outcomes and not events and status is None and self.fail_renewals:
+        renewal = not outcomes and not events and status is None
+        if renewal and self.fail_renewals:
             self.fail_renewals -= 1
             raise OSError("database is locked")
+        self.renewals += renewal
         super().commit(run_id, owner, now, outcomes, events, status=status, state=state)
 
 
@@ -1204,13 +1212,15 @@ class TestExits:
     def test_a_store_hiccup_does_not_lose_the_lease(self, runner: Runner) -> None:
         @fd.node
         def slow() -> int:
-            time.sleep(0.6)
+            time.sleep(1.0)  # a renewal every 0.2 s: the first one fails
             return 1
 
-        store = FlakyStore(lease=0.9)
+        store = FlakyStore(lease=0.6)
         store.fail_renewals = 1
         result = runner.run(fd.Flow("hiccup", [slow]), store=store, run_id="r")
         assert ("completed", 1) == (result.status, result["slow"])
+        assert 0 == store.fail_renewals
+        assert store.renewals >= 1  # the keeper went on after the failure
 
     def test_a_twice_cancelled_task_is_recorded_cancelled(self) -> None:
         @fd.node
@@ -1265,16 +1275,23 @@ class TestMessages:
         assert "for 12" in message or "for 11" in message
         assert "store.release(run_id, owner)" in message
 
-    def test_flowdsl_prints_nothing_unless_logging_is_configured(self) -> None:
+    @pytest.mark.parametrize("face", ["sync", "async"])
+    def test_flowdsl_prints_nothing_unless_logging_is_configured(
+        self, face: str
+    ) -> None:
         script = (
-            "import flowdsl as fd\n"
+            "import asyncio, sys, flowdsl as fd\n"
             "@fd.node\n"
             "def f() -> int:\n"
             "    raise ValueError('x')\n"
-            "fd.Flow('t', [f]).run(check=False)\n"
+            "flow = fd.Flow('t', [f])\n"
+            "if sys.argv[1] == 'sync':\n"
+            "    flow.run(check=False)\n"
+            "else:\n"
+            "    asyncio.run(flow.arun(check=False))\n"
         )
         done = subprocess.run(
-            [sys.executable, "-c", script],
+            [sys.executable, "-c", script, face],
             capture_output=True, text=True, cwd=ROOT, timeout=60,
             env={"PYTHONPATH": str(ROOT), "PATH": ""},
         )  # fmt: skip
