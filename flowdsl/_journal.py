@@ -20,6 +20,7 @@ import threading
 from typing import Any, Tuple, Union
 
 from ._events import Event
+from .exceptions import DefinitionError
 from .store._base import CacheEntry, EventRow, Outcome
 from .store._serialize import Serializer
 
@@ -31,7 +32,6 @@ CommitEvery = Union[int, float, Tuple[int, float], None]
 
 def check_commit_every(value: Any) -> tuple[int | None, float | None]:
     """Split `commit_every=` into (rows, seconds), rejecting bad values."""
-    from .exceptions import DefinitionError
 
     def bad() -> DefinitionError:
         return DefinitionError(
@@ -165,10 +165,6 @@ class Journal:
             self._events.append(row)
 
     # -- committing ---------------------------------------------------------------
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.outcomes or self.cache or self._events)
 
     def due(self, now: float, idle: bool = True, group: int = 1) -> bool:
         """Whether the faces should commit now (events ride along).
