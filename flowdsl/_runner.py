@@ -114,8 +114,6 @@ class _Driver:
             first_seq = durable.first_seq
         self._journal = journal
         self._closed = False  # the run's final status is recorded
-        # The sync face commits when no outcome waits, or once this many
-        # results wait: under constant load the queue may never run dry.
         self._emit = (
             None if on_event is None else EventSink(run_id, on_event, first_seq)
         )

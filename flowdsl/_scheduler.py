@@ -107,7 +107,6 @@ class CancelTasks(NamedTuple):
     """
 
     tokens: tuple[int, ...]
-    inline: bool = True
 
 
 #: Commands that run user code.
@@ -911,7 +910,8 @@ class Scheduler:
         if n.fallback is not None and not self._cancelled:
             if index is not None:
                 self._batches[n.id].in_flight += 1  # the fallback stands in
-            self._fallbacks.append(RunFallback(n, exc, index, attempt, inline=False))
+            inline = not n.fallback_async and (n.inline or self._inline_sync)
+            self._fallbacks.append(RunFallback(n, exc, index, attempt, inline))
             return
         if index is None:
             self._fail(n.id, None, exc, now, attempt)
@@ -1211,7 +1211,7 @@ class Scheduler:
 
     def _start_fallback(self, command: RunFallback) -> RunFallback:
         self._items += 1
-        token = self._command_started(command.node.fallback_async, False)
+        token = self._command_started(command.node.fallback_async, command.inline)
         command = command._replace(token=token)
         self._live[token] = command
         return command

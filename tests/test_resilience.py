@@ -367,6 +367,28 @@ class TestTimeouts:
 class TestFallbacks:
     """A fallback's value stands in; the run stays honest about the rest."""
 
+    @pytest.mark.parametrize("executor", ["inline", "threads"])
+    def test_a_sync_fallback_on_any_executor(
+        self, runner: Runner, executor: str
+    ) -> None:
+        @fd.node(fallback=lambda error: f"rescued from {error}")
+        def broken() -> str:
+            raise ValueError("down")
+
+        @fd.node
+        def items() -> list[str]:
+            return ["a", "b"]
+
+        @fd.batch(input=items, output="out", fallback=lambda error: "?")
+        def each(item: str) -> str:
+            if item == "b":
+                raise ValueError(item)
+            return item
+
+        flow = fd.Flow("fb", [broken, items, each])
+        result = runner.run(flow, executor=executor)
+        assert ("rescued from down", ["a", "?"]) == (result["broken"], result["out"])
+
     def test_fallback_rescues_a_node(self, runner: Runner) -> None:
         seen: list[BaseException] = []
 
