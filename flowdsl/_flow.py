@@ -446,13 +446,13 @@ class Flow:
         elif isinstance(state, Mapping):
             state = str(state.get("run_id"))
         _check_run_id(state)
-        self._check_events(events)
+        self._check_events(events)  # before the lease is taken
         durable, _, stored = open_run(
             self, store, state, None, commit_every=commit_every,
             on_change=on_change, must_exist=True,
         )  # fmt: skip
         assert stored is not None
-        checked = self._check_state(stored, events)
+        checked = (stored, dict(events or {}))  # built from the store: sound
         return {}, durable.run_id, checked, durable
 
     def _driver(

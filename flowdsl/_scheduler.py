@@ -1130,13 +1130,9 @@ class Scheduler:
 
     def _room(self, is_async: bool) -> int:
         """How many more items may start now (large when unlimited)."""
-        room = 1 << 62 if self._limit is None else self._limit - self._items
-        if is_async:
-            if self._async_slots is not None and self._async_units >= self._async_slots:
-                return 0
-        elif self._sync_slots is not None and self._sync_units >= self._sync_slots:
+        if not self._unit_free(is_async):
             return 0
-        return room
+        return 1 << 62 if self._limit is None else self._limit - self._items
 
     def _command_started(self, is_async: bool, inline: bool) -> int:
         """Count a new command against the executor's capacity; its token."""
@@ -1201,13 +1197,7 @@ class Scheduler:
             and command.node.policy.timeout is None  # a thread can be left behind
         ):
             self._sync_units = 0
-            if isinstance(command, RunNode):
-                here: Work = RunNode(
-                    command.node, command.kwargs, True, command.attempt, command.token
-                )
-            else:
-                here = command._replace(inline=True)
-            commands[0] = self._live[command.token] = here
+            commands[0] = self._live[command.token] = command._replace(inline=True)
 
     def _start_fallback(self, command: RunFallback) -> RunFallback:
         self._items += 1
