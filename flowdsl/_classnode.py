@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Callable
 
 from ._context import Context
+from ._nodes import _is_async
 from .exceptions import DefinitionError, FlowdslError
 
 __all__ = ["NodeClass", "PhaseFailed", "class_node_function"]
@@ -76,7 +77,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     signature = inspect.signature(entry)
     prepared: dict[tuple[str, int | None], Any] = {}
     phases = [obj.prep, obj.exec, obj.post, obj.recover]
-    is_async = any(inspect.iscoroutinefunction(p) for p in phases)
+    is_async = any(_is_async(p) for p in phases)
 
     def failed(phase: str, exc: BaseException) -> BaseException:
         if phase == "exec":

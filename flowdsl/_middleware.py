@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import attrs
 
+from ._nodes import _is_async
 from .exceptions import DefinitionError
 
 __all__ = ["CallInfo", "Middleware", "split_middleware", "wrap_async", "wrap_sync"]
@@ -76,9 +77,7 @@ def split_middleware(
                 )
             sync.append(entry.wrap)
             async_.append(entry.awrap)
-        elif inspect.iscoroutinefunction(entry) or inspect.iscoroutinefunction(
-            inspect.getattr_static(entry, "__call__", None)
-        ):
+        elif _is_async(entry):
             async_.append(entry)
         elif callable(entry):
             sync.append(entry)

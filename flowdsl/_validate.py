@@ -15,7 +15,7 @@ from typing import Any, Iterable, List, Mapping, Sequence, Union
 import typing_extensions as te
 
 from ._inference import Binding, bind_parameters, resolve_hints
-from ._nodes import BaseNode, _BatchBase, node
+from ._nodes import BaseNode, _BatchBase, _is_async, node
 from ._pauses import SleepNode, WaitNode
 from ._plan import Plan, PlanNode
 from ._result import Action, ItemError
@@ -334,7 +334,7 @@ def _fallback_of(n: BaseNode) -> dict[str, Any]:
         takes = 1
     return {
         "fallback": fn,
-        "fallback_async": inspect.iscoroutinefunction(fn),
+        "fallback_async": _is_async(fn),
         "fallback_context": takes >= 2,
     }
 

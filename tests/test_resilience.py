@@ -367,6 +367,19 @@ class TestTimeouts:
 class TestFallbacks:
     """A fallback's value stands in; the run stays honest about the rest."""
 
+    def test_a_fallback_object_with_an_async_call(self, runner: Runner) -> None:
+        class Stand:
+            async def __call__(self, error: BaseException) -> str:
+                await asyncio.sleep(0)
+                return f"stood in for {error}"
+
+        @fd.node(fallback=Stand())
+        def broken() -> str:
+            raise ValueError("down")
+
+        result = runner.run(fd.Flow("stand", [broken]))
+        assert "stood in for down" == result["broken"]
+
     @pytest.mark.parametrize("executor", ["inline", "threads"])
     def test_a_sync_fallback_on_any_executor(
         self, runner: Runner, executor: str
