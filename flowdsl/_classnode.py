@@ -64,8 +64,9 @@ async def _maybe_await(value: Any) -> Any:
 def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     """The engine function of a class node, and its fallback (or None).
 
-    The function takes the node's parameters plus a `Context`, which keys
-    the prepared value of each node (or item) across attempts.
+    The function takes the node's parameters plus a `Context`, through
+    which the run keeps the prepared value of each node (or item) across
+    attempts.
     """
     if not _overrides(obj, "exec"):
         raise DefinitionError(
@@ -75,7 +76,6 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     has_prep = _overrides(obj, "prep")
     entry = obj.prep if has_prep else obj.exec
     signature = inspect.signature(entry)
-    prepared: dict[tuple[str, int | None], Any] = {}
     phases = [obj.prep, obj.exec, obj.post, obj.recover]
     is_async = any(_is_async(p) for p in phases)
 
@@ -90,7 +90,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
 
         async def run(**kwargs: Any) -> Any:
             ctx: Context = kwargs.pop(_CONTEXT)
-            key = _key(ctx, prepared)
+            prepared, key = _prepared(ctx)
             phase = "prep"
             try:
                 if has_prep and key not in prepared:
@@ -114,7 +114,7 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
 
         def run_sync(**kwargs: Any) -> Any:
             ctx: Context = kwargs.pop(_CONTEXT)
-            key = _key(ctx, prepared)
+            prepared, key = _prepared(ctx)
             phase = "prep"
             try:
                 if has_prep and key not in prepared:
@@ -154,11 +154,12 @@ def class_node_function(obj: NodeClass) -> tuple[Callable[..., Any], Any]:
     return engine, fallback
 
 
-def _key(ctx: Context, prepared: dict[tuple[str, int | None], Any]) -> Any:
-    """The prepared value's key; values of earlier runs are let go."""
-    if prepared and next(iter(prepared))[0] != ctx.run_id:
-        prepared.clear()
-    return (ctx.run_id, ctx.item_index)
+def _prepared(
+    ctx: Context,
+) -> tuple[dict[tuple[str, int | None], Any], tuple[str, int | None]]:
+    """The run's prepared values, and this node's (or item's) key in them:
+    they live as long as the run, so concurrent runs never share them."""
+    return ctx._state.prepared, (ctx.node_id, ctx.item_index)
 
 
 def _snake(name: str) -> str:

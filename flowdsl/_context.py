@@ -23,6 +23,9 @@ class SharedState:
         self.lock = threading.Lock()
         self.emit = emit
         self.cancelled = threading.Event()
+        # A class node's prepared value per (node, item), kept across its
+        # attempts in this run only (prep runs once; exec is retried).
+        self.prepared: dict[tuple[str, int | None], Any] = {}
 
 
 class Context:

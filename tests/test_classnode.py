@@ -135,6 +135,44 @@ class TestEdges:
         result = runner.run(fd.Flow("afb", [Flaky()]), {"x": 1})
         assert 7 == result["flaky"]
 
+    def test_overlapping_runs_keep_their_own_prepared_values(
+        self, runner: Runner
+    ) -> None:
+        import threading
+
+        barrier = threading.Barrier(2, timeout=5)
+
+        class Slow(fd.NodeClass):
+            def __init__(self) -> None:
+                self.preps: list[str] = []
+                self.failed: set[str] = set()
+
+            def prep(self, text: str) -> str:
+                self.preps.append(text)
+                return text
+
+            def exec(self, text: str) -> str:
+                if text not in self.failed:  # each run's first attempt fails,
+                    self.failed.add(text)
+                    barrier.wait()  # once both runs have prepared
+                    raise ConnectionError("busy")
+                return text.upper()
+
+        slow = Slow()
+        flow = fd.Flow("slow", [fd.node(id="shout", retries=1)(slow)])
+        outputs: dict[str, str] = {}
+
+        def one(text: str) -> None:
+            outputs[text] = runner.run(flow, {"text": text})["shout"]
+
+        threads = [threading.Thread(target=one, args=(t,)) for t in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {"a": "A", "b": "B"} == outputs
+        assert ["a", "b"] == sorted(slow.preps)  # prep ran once per run
+
     def test_a_class_node_cannot_be_a_batch_worker(self) -> None:
         class Worker(fd.NodeClass):
             def exec(self, item: int) -> int:
