@@ -15,6 +15,7 @@ input), the batch error policy, the fail-fast rule, and result assembly.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Mapping as AbcMapping
 from itertools import islice
@@ -165,7 +166,7 @@ class _BatchRun:
         self.done = 0
         self.exhausted = False
         self.failed = False
-        # (due, index, item, attempt) for items waiting to be retried
+        # (due, index, item, attempt) for items waiting to be retried: a heap
         self.retries: list[tuple[float, int, Any, int]] = []
         # On resume: outcomes recorded by an earlier process, by index, and
         # attempts already made at items that have none.
@@ -262,6 +263,7 @@ class Scheduler:
         self._token = 0
         self._live: dict[int, Work] = {}  # commands whose outcome counts
         self._deadlines: dict[int, float] = {}  # token -> attempt deadline
+        self._deadline_heap: list[tuple[float, int]] = []  # (due, token), lazy
         self._attempts: dict[str, int] = {}  # node id -> its next attempt
         self._retry_due: dict[str, float] = {}  # node id -> when to retry
         self._fallbacks: list[RunFallback] = []  # waiting to be sent
@@ -315,8 +317,10 @@ class Scheduler:
                         len(command.items) if isinstance(command, RunItems) else 1
                     )
                     cancel.append(token)
-        for token, due in list(self._deadlines.items()):
-            if due <= now:
+        heap = self._deadline_heap
+        while heap and heap[0][0] <= now:
+            due, token = heapq.heappop(heap)
+            if self._deadlines.get(token) == due:  # else it ended in time
                 del self._deadlines[token]
                 command = self._live.pop(token)
                 cancel.append(token)  # the faces stop it if they can
@@ -351,6 +355,7 @@ class Scheduler:
         self._fallbacks.clear()
         self._timers.clear()
         self._deadlines.clear()  # what still runs is cancelled, not timed out
+        self._deadline_heap.clear()
         if any(not runs_async(c) for c in self._live.values()):
             self._grace_until = now + GRACE_PERIOD
         tokens = tuple(t for t, c in self._live.items() if runs_async(c))
@@ -400,24 +405,21 @@ class Scheduler:
     @property
     def next_wakeup(self) -> float | None:
         """When `tick` is next needed (faces' clock), or None."""
-        grace = self._grace_until
-        commit = None if self.journal is None else self.journal.wakeup()
-        if not (
-            self._timers
-            or self._deadlines
-            or self._retry_due
-            or self._waits
-            or grace
-            or commit
-        ):
-            return None
-        dues = [*self._timers.values(), *self._deadlines.values()]
-        if commit is not None:
-            dues.append(commit)
-        if grace is not None:
-            dues.append(grace)
-        dues += self._retry_due.values()
-        dues += (r[0] for run in self._batches.values() for r in run.retries)
+        heap = self._deadline_heap
+        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # the attempt ended before its deadline
+        dues = [heap[0][0]] if heap else []
+        if self._grace_until is not None:
+            dues.append(self._grace_until)
+        if self.journal is not None:
+            commit = self.journal.wakeup()
+            if commit is not None:
+                dues.append(commit)
+        if self._timers:
+            dues.append(min(self._timers.values()))
+        if self._retry_due:
+            dues.append(min(self._retry_due.values()))
+        dues.extend(run.retries[0][0] for run in self._batches.values() if run.retries)
         return min(dues) if dues else None
 
     @property
@@ -905,7 +907,7 @@ class Scheduler:
                 # no new item is pulled in its stead.
                 run.in_flight += 1
                 self._items += 1
-                run.retries.append((now + delay, index, item, attempt + 1))
+                heapq.heappush(run.retries, (now + delay, index, item, attempt + 1))
             return
         if n.fallback is not None and not self._cancelled:
             if index is not None:
@@ -1213,7 +1215,8 @@ class Scheduler:
             self._issued[command.token] = now  # items' start times, recorded
         timeout = command.node.policy.timeout
         if timeout is not None:
-            self._deadlines[command.token] = now + timeout
+            due = self._deadlines[command.token] = now + timeout
+            heapq.heappush(self._deadline_heap, (due, command.token))
 
     def _start_node(self, node_id: str, now: float) -> RunNode | None:
         n = self.plan.nodes[node_id]
@@ -1317,14 +1320,11 @@ class Scheduler:
         policy = n.policy
         stop = n.on_error == "raise" and not policy.retries and n.fallback is None
         while not self._halted:
-            due = None
-            if run.retries:
-                due = next((r for r in run.retries if r[0] <= now), None)
-            if due is not None:  # its place in the limits is already held
+            if run.retries and run.retries[0][0] <= now:
+                # A due retry: its place in the limits is already held.
                 if not self._unit_free(n.is_async):
                     break
-                run.retries.remove(due)
-                _, start, item, attempt = due
+                _, start, item, attempt = heapq.heappop(run.retries)
                 token = self._command_started(n.is_async, inline)
                 command = RunItems(n, start, [item], run.kwargs, inline, attempt, token)
                 self._issue(command, now)
