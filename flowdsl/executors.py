@@ -114,7 +114,6 @@ def _worker(conn: Any, parent_pid: int) -> None:  # pragma: no cover - a child
             outcome = ("err", exc)
         try:
             data = pickle.dumps(outcome)
-            pickle.loads(data)  # the parent must be able to read it, too
         except Exception as exc:  # an outcome that cannot make the trip
             problem = RuntimeError(
                 f"the outcome cannot be sent back: {exc!r}; it was {outcome[1]!r}"
@@ -288,7 +287,7 @@ class ProcessPool(Executor):
                 process, connection, future = entry
                 value: Any
                 try:
-                    kind, value = pickle.loads(connection.recv_bytes())
+                    data = connection.recv_bytes()
                 except (EOFError, OSError):
                     kind, value = "err", RuntimeError("a worker process died")
                     process.join()
@@ -297,6 +296,16 @@ class ProcessPool(Executor):
                 else:
                     with self._lock:
                         self._idle.append((process, connection))
+                    try:
+                        kind, value = pickle.loads(data)
+                    except Exception as exc:  # it pickled, but does not unpickle
+                        kind, value = (
+                            "err",
+                            RuntimeError(
+                                f"the outcome cannot be sent back: it does not load "
+                                f"here ({exc!r})"
+                            ),
+                        )
                 if kind == "ok":
                     future.set_result(value)
                 else:

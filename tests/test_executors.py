@@ -22,6 +22,17 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+class Unloadable(Exception):
+    """Pickles, but unpickling calls __init__ with too few arguments."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(first)
+
+
+def make_unloadable() -> Unloadable:
+    return Unloadable("a", "b")
+
+
 def make_lock() -> threading.Lock:
     return threading.Lock()
 
@@ -81,6 +92,9 @@ class TestProcessPool:
             with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
                 pool.submit(square, lambda: 1).result(10)
             assert 9 == pool.submit(square, 3).result(10)  # the pool goes on
+            with pytest.raises(RuntimeError, match="does not load here"):
+                pool.submit(make_unloadable).result(10)
+            assert 16 == pool.submit(square, 4).result(10)
         finally:
             pool.shutdown()
 
