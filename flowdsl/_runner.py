@@ -331,6 +331,22 @@ class _Driver:
                 self._submit(command)
 
     def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
+        """Start a command: async ones on the event loop, sync ones on the
+        executor; its outcome comes back through `_watch`."""
+        if runs_async(command):
+            future: Any = self._start_task(self._coroutine(command))
+        else:
+            fn, args = self._sync_call(command)
+            future = self._pool().submit(fn, *args)
+        self._track(command, future)  # the executor's own future, to stop it
+        self._watch(command, future)
+
+    def _start_task(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on the face's event loop; its future."""
+        raise NotImplementedError
+
+    def _watch(self, command: RunNode | RunItems | RunFallback, future: Any) -> None:
+        """Have the outcome of `future` fed back to the scheduler."""
         raise NotImplementedError
 
     def _stop(self, token: int) -> None:
@@ -596,15 +612,10 @@ class SyncDriver(_Driver):
             self._tick()
         self._maybe_commit(idle=self._done.empty())  # what finished meanwhile
 
-    def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
-        if runs_async(command):
-            future: Any = asyncio.run_coroutine_threadsafe(
-                self._coroutine(command), self._portal()
-            )
-        else:
-            fn, args = self._sync_call(command)
-            future = self._pool().submit(fn, *args)
-        self._track(command, future)
+    def _start_task(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._portal())
+
+    def _watch(self, command: RunNode | RunItems | RunFallback, future: Any) -> None:
         future.add_done_callback(lambda f: self._done.put((command, f)))
 
     def _portal(self) -> asyncio.AbstractEventLoop:
@@ -723,17 +734,12 @@ class AsyncDriver(_Driver):
             return
         self._after_dispatch()
 
-    def _submit(self, command: RunNode | RunItems | RunFallback) -> None:
-        if runs_async(command):
-            future: asyncio.Future[Any] = self._loop.create_task(
-                self._coroutine(command)
-            )
-            self._track(command, future)
-        else:
-            fn, args = self._sync_call(command)
-            submitted = self._pool().submit(fn, *args)
-            self._track(command, submitted)  # the pool's own future, to stop it
-            future = asyncio.wrap_future(submitted)
+    def _start_task(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return self._loop.create_task(coroutine)
+
+    def _watch(self, command: RunNode | RunItems | RunFallback, future: Any) -> None:
+        if not isinstance(future, asyncio.Future):  # an executor's future
+            future = asyncio.wrap_future(future)
         future.add_done_callback(functools.partial(self._on_done, command))
 
     def _on_done(
