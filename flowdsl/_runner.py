@@ -596,7 +596,8 @@ class SyncDriver(_Driver):
         """Wait for one outcome (or the next timer) and act on it."""
         wakeup = self.scheduler.next_wakeup
         timeout = None if wakeup is None else max(0.0, wakeup - time.perf_counter())
-        self._before_waiting()
+        if _BACKOFF_CRASH:
+            self._before_waiting()
         try:
             item = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -610,7 +611,8 @@ class SyncDriver(_Driver):
         self._dispatch(self._settle(command, future))
         if wakeup is not None and time.perf_counter() >= wakeup:
             self._tick()
-        self._maybe_commit(idle=self._done.empty())  # what finished meanwhile
+        if self._journal is not None:
+            self._maybe_commit(idle=self._done.empty())  # what finished meanwhile
 
     def _start_task(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._portal())

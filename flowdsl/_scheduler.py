@@ -406,6 +406,15 @@ class Scheduler:
     def next_wakeup(self) -> float | None:
         """When `tick` is next needed (faces' clock), or None."""
         heap = self._deadline_heap
+        if not (
+            heap
+            or self._timers
+            or self._retry_due
+            or self._grace_until is not None
+            or self.journal is not None
+            or self._waits
+        ):
+            return None  # the common case: nothing is timed
         while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # the attempt ended before its deadline
         dues = [heap[0][0]] if heap else []
@@ -1199,7 +1208,14 @@ class Scheduler:
             and command.node.policy.timeout is None  # a thread can be left behind
         ):
             self._sync_units = 0
-            commands[0] = self._live[command.token] = command._replace(inline=True)
+            here: Work
+            if isinstance(command, RunNode):  # built directly: _replace is slow
+                here = RunNode(
+                    command.node, command.kwargs, True, command.attempt, command.token
+                )
+            else:
+                here = command._replace(inline=True)
+            commands[0] = self._live[command.token] = here
 
     def _start_fallback(self, command: RunFallback) -> RunFallback:
         self._items += 1
@@ -1220,7 +1236,7 @@ class Scheduler:
 
     def _start_node(self, node_id: str, now: float) -> RunNode | None:
         n = self.plan.nodes[node_id]
-        cached = n.node.options.cache and self._cache is not None and n.loop is None
+        cached = self._cache is not None and n.node.options.cache and n.loop is None
         if cached and self._from_cache(n, self._arguments(n), now):
             return None
         inline = not n.is_async and (n.inline or self._inline_sync)
@@ -1271,7 +1287,7 @@ class Scheduler:
             self._fail(node_id, None, exc, now)
             return
         kwargs = self._arguments(n)
-        if n.node.options.cache and self._cache is not None:
+        if self._cache is not None and n.node.options.cache:
             arguments = {**kwargs, n.batch_input: value}
             if self._from_cache(n, arguments, now):
                 return
